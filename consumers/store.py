@@ -1,0 +1,52 @@
+"""The lookup consumer's RocksDB store: latest list per user plus the offsets it reflects.
+
+Lists and offsets are written in one ``WriteBatch``, so after a restart the store resumes
+exactly where its content ends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from rocksdict import Options, Rdict, WriteBatch
+
+_OFFSETS = b"\x00meta:offsets"
+
+
+class ListStore:
+    def __init__(self, state_dir: Path, name: str = "lookup") -> None:
+        path = Path(state_dir) / name
+        path.mkdir(parents=True, exist_ok=True)
+        opts = Options(raw_mode=True)
+        opts.create_if_missing(True)
+        self.db = Rdict(str(path / "lists.rdb"), opts)
+
+    def get(self, user_id: str) -> bytes | None:
+        return self.db.get(b"l:" + user_id.encode("utf-8"))
+
+    def offsets(self) -> dict[str, int]:
+        raw = self.db.get(_OFFSETS)
+        return orjson.loads(raw) if raw else {}
+
+    def apply(self, records: list[tuple[bytes, bytes | None]], offsets: dict[str, int]) -> None:
+        """Write a batch of (key, value) records (None deletes: a tombstone) and offsets."""
+        wb = WriteBatch(raw_mode=True)
+        for key, value in records:
+            if value is None:
+                wb.delete(b"l:" + key)
+            else:
+                wb.put(b"l:" + key, value)
+        wb.put(_OFFSETS, orjson.dumps(offsets))
+        self.db.write(wb)
+
+    def count(self) -> int:
+        n = 0
+        for k in self.db.keys(from_key=b"l:"):
+            if not k.startswith(b"l:"):
+                break
+            n += 1
+        return n
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,86 @@
+"""The Faust app: one agent micro-batches the worker's topics into ``Worker.handle``.
+
+Reads ``interactions``, ``users`` and ``items`` through one agent, so metadata and events go
+through the same batch path and the same offset bookkeeping. Offsets Faust commits are only
+ever of records already in the worker's write-ahead log, so a crash loses nothing; records
+below the offsets stored with the state are skipped, so a redelivery applies nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from stream_app.worker import Worker
+from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def faust_broker_options(settings: Settings) -> dict:
+    """Faust/aiokafka settings. Short session and rebalance timeouts: group joins on Tansu
+    take about half the session timeout (45 s by default), and one worker needs no grace."""
+    session = settings.session_timeout_ms / 1000.0
+    opts: dict = {
+        "broker": [f"kafka://{h.strip()}" for h in settings.bootstrap_servers.split(",")],
+        "broker_session_timeout": session,
+        "broker_heartbeat_interval": max(0.5, session / 4),
+        "broker_rebalance_timeout": session,
+        "broker_request_timeout": max(40.0, session + 5),
+        "broker_max_poll_records": max(settings.max_batch, 500),
+        "consumer_auto_offset_reset": "earliest",
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "stream_wait_empty": False,
+        "store": "memory://",
+        "web_enabled": False,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    if settings.sasl_mechanism and settings.sasl_username and settings.sasl_password:
+        opts["broker_credentials"] = faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password.get_secret_value(),
+            mechanism=settings.sasl_mechanism)
+    return opts
+
+
+def create_app(settings: Settings, worker: Worker) -> faust.App:
+    """A Faust app bound to a started ``Worker`` (restored or bootstrapped already)."""
+    app = faust.App(settings.worker_group, autodiscover=False, **faust_broker_options(settings))
+    channel = app.topic(settings.topic_interactions, settings.topic_users, settings.topic_items,
+                        key_type=bytes, value_type=bytes)
+
+    @app.agent(channel, name="learn")
+    async def learn(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.max_batch,
+                                               within=settings.batch_window_s):
+            records = [(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                       for m in (e.message for e in events)]
+            worker.handle(records)
+
+    @app.timer(interval=1.0)
+    async def checkpoint_when_due() -> None:
+        worker.maybe_checkpoint()
+
+    return app
+
+
+def run_worker(settings: Settings, progress: bool = True, loglevel: str = "INFO") -> None:
+    """Start (restore or bootstrap) the worker, then run the Faust app until stopped."""
+    from faust.worker import Worker as FaustWorker
+
+    from streamrec.broker import ensure_topics, wait_for_broker
+
+    wait_for_broker(settings.bootstrap_servers, settings.broker_wait_s, settings.kafka_common())
+    ensure_topics(settings)
+    worker = Worker(settings, progress=progress)
+    worker.start()
+    app = create_app(settings, worker)
+    try:
+        FaustWorker(app, loglevel=loglevel, quiet=True,
+                    redirect_stdouts=False).execute_from_commandline()
+    finally:
+        worker.close()
+        log.info("worker stopped; state checkpointed at offsets %s", worker.engine.offsets)

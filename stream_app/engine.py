@@ -1,0 +1,243 @@
+"""The worker's logic with no Kafka in it: events in, model updated, lists out.
+
+The Faust app, the bootstrap replay, the retrain job and the benchmarks all drive this one
+class, so what is tested here is what runs in production.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import orjson
+
+from stream_app.model import ModelParams, PaddedLightFM, padded_capacity
+from stream_app.registry import IdRegistry
+from stream_app.topn import top_n
+from streamrec.schema import FALLBACK_KEY, Interaction
+from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass
+class BatchOutcome:
+    """What one micro-batch did, for metrics and for publishing lists."""
+
+    applied: int = 0
+    duplicates: int = 0
+    positives: int = 0
+    negatives: int = 0
+    new_users: int = 0
+    new_items: int = 0
+    users: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+
+
+def model_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Engine:
+    """Model + registries + per-user history + dedup + popularity: the worker's whole state."""
+
+    def __init__(self, settings: Settings, model: PaddedLightFM | None = None,
+                 users: IdRegistry | None = None, items: IdRegistry | None = None,
+                 created: str | None = None) -> None:
+        self.settings = settings
+        self.users = users or IdRegistry()
+        self.items = items or IdRegistry()
+        if model is None:
+            model = PaddedLightFM(
+                ModelParams.from_settings(settings),
+                padded_capacity(len(self.users), settings.padding_fraction, settings.padding_min),
+                padded_capacity(len(self.items), settings.padding_fraction, settings.padding_min))
+        self.model = model
+        self.created = created or model_stamp()
+        self.batch_seq = 0
+        self.seen: dict[int, set[int]] = {}
+        self.trained_users: set[int] = set()
+        self.dedup: OrderedDict[str, None] = OrderedDict()
+        self.recent_positives: deque[int] = deque(maxlen=settings.popular_window)
+        self.popularity = Counter()
+        self.dirty_users: set[int] = set()
+        self.new_event_ids: list[str] = []
+        self.evicted_event_ids: list[str] = []
+        self.offsets: dict[str, int] = {}
+        self._weights = settings.event_weights
+        self.last_batch_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] = (
+            np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32))
+
+    # ----------------------------------------------------------------- versions
+    @property
+    def model_version(self) -> str:
+        return f"{self.created}-{self.batch_seq:06d}"
+
+    # ----------------------------------------------------------------- offsets
+    @staticmethod
+    def tp_key(topic: str, partition: int) -> str:
+        return f"{topic}:{partition}"
+
+    def is_applied(self, topic: str, partition: int, offset: int) -> bool:
+        """True if this record is already in the state (redelivered after a restart)."""
+        return offset < self.offsets.get(self.tp_key(topic, partition), 0)
+
+    def advance(self, topic: str, partition: int, offset: int) -> None:
+        key = self.tp_key(topic, partition)
+        if offset + 1 > self.offsets.get(key, 0):
+            self.offsets[key] = offset + 1
+
+    # ----------------------------------------------------------------- metadata
+    def _grow(self) -> None:
+        self.model.ensure_capacity(len(self.users), len(self.items), self.settings.growth_factor)
+
+    def apply_user_features(self, user_id: str, features: dict) -> int:
+        row = self.users.assign(user_id)
+        self._grow()
+        self.model.users.set(row, features)
+        return row
+
+    def apply_item_features(self, item_id: str, features: dict) -> int:
+        row = self.items.assign(item_id)
+        self._grow()
+        self.model.items.set(row, features)
+        return row
+
+    # ----------------------------------------------------------------- interactions
+    def _signed_value(self, ev: Interaction) -> float:
+        """+weight for positive feedback, -weight for negative, 0 for 'seen, not trained'."""
+        w = self._weights.get(ev.event_type, 1.0) * (1.0 if ev.weight is None else ev.weight)
+        if ev.event_type == "dislike":
+            return -1.0
+        if ev.event_type == "rating":
+            return w if ev.rating >= self.settings.rating_threshold else -1.0
+        return w
+
+    def _dedup(self, events: Sequence[Interaction]) -> list[Interaction]:
+        if self.settings.dedup_window == 0:
+            return list(events)
+        out = []
+        seen_ids = self.dedup
+        for ev in events:
+            eid = ev.event_id
+            if eid is not None:
+                if eid in seen_ids:
+                    continue
+                seen_ids[eid] = None
+                self.new_event_ids.append(eid)
+                if len(seen_ids) > self.settings.dedup_window:
+                    self.evicted_event_ids.append(seen_ids.popitem(last=False)[0])
+            out.append(ev)
+        return out
+
+    def apply_interactions(self, events: Sequence[Interaction], train: bool = True) -> BatchOutcome:
+        """Dedup, map ids, record history, and (if ``train``) ``fit_partial`` on the batch."""
+        outcome = BatchOutcome()
+        fresh = self._dedup(events)
+        outcome.duplicates = len(events) - len(fresh)
+        if not fresh:
+            return outcome
+        n_users0, n_items0 = len(self.users), len(self.items)
+        u = self.users.assign_many(ev.user_id for ev in fresh)
+        i = self.items.assign_many(ev.item_id for ev in fresh)
+        outcome.new_users = len(self.users) - n_users0
+        outcome.new_items = len(self.items) - n_items0
+        self._grow()
+        for ev, ur, ir in zip(fresh, u, i):
+            if ev.user_features:
+                self.model.users.set(int(ur), ev.user_features)
+            if ev.item_features:
+                self.model.items.set(int(ir), ev.item_features)
+        values = np.fromiter((self._signed_value(ev) for ev in fresh), np.float32, len(fresh))
+        self._record_history(u, i, values)
+        self.last_batch_arrays = (u, i, values)
+        outcome.applied = len(fresh)
+        outcome.positives = int((values > 0).sum())
+        outcome.negatives = int((values < 0).sum())
+        outcome.users = np.unique(u)
+        if train:
+            self.model.fit_partial(u, i, values, epochs=self.settings.epochs_per_batch,
+                                   num_threads=self.settings.num_threads)
+        self.batch_seq += 1
+        return outcome
+
+    def _record_history(self, u: np.ndarray, i: np.ndarray, values: np.ndarray) -> None:
+        seen = self.seen
+        for ur, ir in zip(u.tolist(), i.tolist()):
+            s = seen.get(ur)
+            if s is None:
+                seen[ur] = {ir}
+            else:
+                s.add(ir)
+        self.dirty_users.update(u.tolist())
+        pos = values > 0
+        if pos.any():
+            self.trained_users.update(u[pos].tolist())
+            for ir in i[pos].tolist():
+                if len(self.recent_positives) == self.recent_positives.maxlen:
+                    old = self.recent_positives[0]
+                    self.popularity[old] -= 1
+                self.recent_positives.append(ir)
+                self.popularity[ir] += 1
+
+    def fit_all(self, epochs: int, users: np.ndarray, items: np.ndarray, values: np.ndarray,
+                on_epoch=None) -> None:
+        """A full fit from the current (fresh) model on every recorded interaction."""
+        self.model.fit_partial(users, items, values, epochs=epochs,
+                               num_threads=self.settings.num_threads, on_epoch=on_epoch)
+
+    # ----------------------------------------------------------------- lists
+    def recommend_rows(self, user_rows: np.ndarray, n: int) -> list[list[tuple[str, float]]]:
+        """Top-n (item_id, score) per user row, seen and disliked items excluded."""
+        if len(user_rows) == 0:
+            return []
+        scores = self.model.scores(user_rows)
+        exclude = [self.seen.get(int(r), ()) for r in user_rows]
+        picked = top_n(scores, n, len(self.items), exclude)
+        ids = self.items.ids_of
+        return [list(zip(ids(rows), s.astype(float).tolist())) for rows, s in picked]
+
+    def recommend(self, user_id: str, n: int) -> tuple[list[tuple[str, float]], str]:
+        """A user's list and its source; an unknown user gets the popular fallback."""
+        row = self.users.get(user_id)
+        if row is None:
+            return self.fallback(n), "fallback"
+        lst = self.recommend_rows(np.array([row]), n)[0]
+        return lst, ("model" if row in self.trained_users else "fallback")
+
+    def fallback(self, n: int) -> list[tuple[str, float]]:
+        """Most frequent items among the last ``popular_window`` positives."""
+        top = [(r, c) for r, c in self.popularity.most_common(n) if c > 0]
+        total = max(1, len(self.recent_positives))
+        return [(self.items.id_of(r), c / total) for r, c in top]
+
+    def list_record(self, user_id: str, items: list[tuple[str, float]], source: str,
+                    now: float | None = None) -> bytes:
+        """The contract's recommendation list as the JSON bytes published and served."""
+        return orjson.dumps({
+            "user_id": user_id,
+            "items": [{"item_id": i, "score": round(s, 5)} for i, s in items],
+            "model_version": self.model_version,
+            "updated_at": time.time() if now is None else now,
+            "source": source,
+        })
+
+    def lists_for_rows(self, user_rows: Iterable[int], n: int) -> list[tuple[str, bytes]]:
+        """(user_id, list JSON) for each row: what a micro-batch publishes."""
+        rows = np.fromiter(user_rows, dtype=np.int64)
+        if len(rows) == 0:
+            return []
+        now = time.time()
+        lists = self.recommend_rows(rows, n)
+        trained = self.trained_users
+        ids = self.users.ids_of(rows)
+        return [(uid, self.list_record(uid, lst, "model" if int(r) in trained else "fallback", now))
+                for uid, r, lst in zip(ids, rows, lists)]
+
+    def fallback_record(self, n: int) -> bytes:
+        return self.list_record(FALLBACK_KEY, self.fallback(n), "fallback")

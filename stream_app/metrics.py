@@ -1,0 +1,18 @@
+"""Prometheus metrics of the worker (served on ``worker_metrics_port``)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter("streamrec_worker_events_total", "Records seen by the worker, by outcome",
+                 ["outcome"])
+BATCHES = Counter("streamrec_worker_batches_total", "Micro-batches applied")
+BATCH_SECONDS = Histogram("streamrec_worker_batch_seconds",
+                          "Wall time of one micro-batch (train + top-N + publish)",
+                          buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+BATCH_SIZE = Histogram("streamrec_worker_batch_records", "Records per micro-batch",
+                       buckets=(1, 5, 10, 50, 100, 500, 1000, 5000, 10000))
+LISTS = Counter("streamrec_worker_lists_published_total", "Recommendation lists published")
+CHECKPOINTS = Counter("streamrec_worker_checkpoints_total", "State checkpoints written")
+KNOWN = Gauge("streamrec_worker_known", "Assigned ids", ["side"])
+CAPACITY = Gauge("streamrec_worker_capacity", "Model rows (assigned + dummy padding)", ["side"])
+PRODUCE_ERRORS = Counter("streamrec_worker_produce_errors_total",
+                         "Records the worker failed to publish", ["topic"])

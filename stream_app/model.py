@@ -1,0 +1,235 @@
+"""A hybrid LightFM pre-padded with dummy user and item rows, grown in place when full.
+
+LightFM cannot resize, so the padding is ours: the model is created with ``capacity`` rows
+per side (more than the known ids), feature widths never change, and when the rows run out
+every per-feature array is extended the way ``LightFM._initialize`` fills new ones.
+Checkpoints are ``.npz`` (arrays) + ``.json`` (everything else); never pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from lightfm import LightFM
+
+from stream_app.features import FeatureSpace
+from streamrec.errors import ModelStateError
+
+log = logging.getLogger(__name__)
+
+SIDES = ("user", "item")
+ARRAYS = ("embeddings", "embedding_gradients", "embedding_momentum",
+          "biases", "bias_gradients", "bias_momentum")
+LOSS_NAMES = {"warp": "warp", "bpr": "bpr", "logistic": "logistic", "warp-kos": "warp-kos"}
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Hyperparameters that define a model; stored in every checkpoint."""
+
+    no_components: int = 30
+    loss: str = "warp"
+    learning_rate: float = 0.05
+    item_alpha: float = 0.0
+    user_alpha: float = 0.0
+    max_sampled: int = 10
+    user_buckets: int = 256
+    item_buckets: int = 256
+    feature_weight: float = 0.5
+    random_seed: int = 42
+
+    @classmethod
+    def from_settings(cls, s: object) -> "ModelParams":
+        return cls(no_components=s.no_components, loss=s.loss, learning_rate=s.learning_rate,
+                   item_alpha=s.item_alpha, user_alpha=s.user_alpha, max_sampled=s.max_sampled,
+                   user_buckets=s.user_feature_buckets, item_buckets=s.item_feature_buckets,
+                   feature_weight=s.feature_weight, random_seed=s.random_seed)
+
+
+def padded_capacity(n: int, fraction: float, minimum: int) -> int:
+    """Rows for ``n`` known ids plus padding: ``max(n * fraction, minimum)`` dummy slots."""
+    return n + max(int(np.ceil(n * fraction)), minimum)
+
+
+class PaddedLightFM:
+    """LightFM with fixed-width hybrid features and spare rows on both sides."""
+
+    def __init__(self, params: ModelParams, user_capacity: int, item_capacity: int) -> None:
+        self.params = params
+        self.users = FeatureSpace(params.user_buckets, user_capacity, params.feature_weight)
+        self.items = FeatureSpace(params.item_buckets, item_capacity, params.feature_weight)
+        self.lightfm = LightFM(no_components=params.no_components, loss=params.loss,
+                               learning_rate=params.learning_rate,
+                               item_alpha=params.item_alpha, user_alpha=params.user_alpha,
+                               max_sampled=params.max_sampled, random_state=params.random_seed)
+        self.lightfm._initialize(params.no_components, self.items.n_columns,
+                                 self.users.n_columns)
+        self._item_reps: tuple[np.ndarray, np.ndarray] | None = None
+
+    # ----------------------------------------------------------------- capacity
+    @property
+    def user_capacity(self) -> int:
+        return self.users.capacity
+
+    @property
+    def item_capacity(self) -> int:
+        return self.items.capacity
+
+    def ensure_capacity(self, n_users: int, n_items: int, growth: float = 1.5) -> bool:
+        """Grow geometrically when assigned rows reach capacity; True if anything grew."""
+        grew = False
+        for side, space, needed in (("user", self.users, n_users), ("item", self.items, n_items)):
+            if needed > space.capacity:
+                new_cap = int(np.ceil(max(space.capacity, needed) * growth))
+                self._grow_side(side, space, new_cap)
+                grew = True
+        return grew
+
+    def _grow_side(self, side: str, space: FeatureSpace, new_capacity: int) -> None:
+        extra = new_capacity - space.capacity
+        k = self.params.no_components
+        m = self.lightfm
+        rng = m.random_state
+        adagrad = m.learning_schedule == "adagrad"
+        new_emb = ((rng.rand(extra, k) - 0.5) / k).astype(np.float32)
+        grad_fill = 1.0 if adagrad else 0.0
+        blocks = {
+            "embeddings": new_emb,
+            "embedding_gradients": np.full((extra, k), grad_fill, dtype=np.float32),
+            "embedding_momentum": np.zeros((extra, k), dtype=np.float32),
+            "biases": np.zeros(extra, dtype=np.float32),
+            "bias_gradients": np.full(extra, grad_fill, dtype=np.float32),
+            "bias_momentum": np.zeros(extra, dtype=np.float32),
+        }
+        for name, block in blocks.items():
+            attr = f"{side}_{name}"
+            setattr(m, attr, np.ascontiguousarray(np.concatenate([getattr(m, attr), block])))
+        space.grow(new_capacity)
+        self._item_reps = None
+        log.info("grew %s capacity to %d rows (no retrain)", side, new_capacity)
+
+    # ----------------------------------------------------------------- training
+    def interactions_matrix(self, user_rows: np.ndarray, item_rows: np.ndarray,
+                            values: np.ndarray) -> tuple[sp.coo_matrix, sp.coo_matrix]:
+        """Full-shape COO of (user,item) -> value with duplicates summed, and its weights.
+
+        The interaction values are the sign (+1/-1) and the weights their magnitude, so the
+        weights have exactly the sparsity pattern of the interactions, as LightFM demands.
+        """
+        shape = (self.user_capacity, self.item_capacity)
+        m = sp.coo_matrix((values.astype(np.float32), (user_rows, item_rows)), shape=shape)
+        m.sum_duplicates()
+        keep = m.data != 0
+        rows, cols, data = m.row[keep], m.col[keep], m.data[keep]
+        signs = np.sign(data).astype(np.float32)
+        interactions = sp.coo_matrix((signs, (rows, cols)), shape=shape)
+        weights = sp.coo_matrix((np.abs(data), (rows, cols)), shape=shape)
+        return interactions, weights
+
+    def fit_partial(self, user_rows: np.ndarray, item_rows: np.ndarray, values: np.ndarray,
+                    epochs: int = 1, num_threads: int = 1,
+                    on_epoch: Callable[[int], None] | None = None) -> None:
+        """Train on (user, item, signed weight) triples; rows must be within capacity."""
+        if len(user_rows) == 0:
+            return
+        interactions, weights = self.interactions_matrix(user_rows, item_rows, values)
+        if interactions.nnz == 0:
+            return
+        if self.params.loss != "logistic":
+            # Ranking losses read only positives; keep negatives out of the matrix.
+            pos = interactions.data > 0
+            shape = interactions.shape
+            interactions = sp.coo_matrix((interactions.data[pos], (interactions.row[pos],
+                                          interactions.col[pos])), shape=shape)
+            weights = sp.coo_matrix((weights.data[pos], (weights.row[pos], weights.col[pos])),
+                                    shape=shape)
+            if interactions.nnz == 0:
+                return
+        uf, itf = self.users.matrix(), self.items.matrix()
+        for epoch in range(epochs):
+            self.lightfm.fit_partial(interactions, user_features=uf, item_features=itf,
+                                     sample_weight=weights, epochs=1, num_threads=num_threads)
+            if on_epoch is not None:
+                on_epoch(epoch)
+        self._item_reps = None
+
+    # ----------------------------------------------------------------- scoring
+    def item_representations(self) -> tuple[np.ndarray, np.ndarray]:
+        """(biases, embeddings) of every item row, cached until the next update."""
+        if self._item_reps is None:
+            self._item_reps = self.lightfm.get_item_representations(self.items.matrix())
+        return self._item_reps
+
+    def user_representations(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        feats = self.users.matrix()[np.asarray(rows, dtype=np.int64)]
+        return self.lightfm.get_user_representations(feats)
+
+    def scores(self, user_rows: np.ndarray) -> np.ndarray:
+        """(len(user_rows) x item_capacity) scores; one matrix product for the whole batch."""
+        _, u_emb = self.user_representations(user_rows)
+        i_bias, i_emb = self.item_representations()
+        return u_emb @ i_emb.T + i_bias
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path: Path, meta: dict | None = None) -> None:
+        """Write ``path`` (.npz) and ``path.with_suffix('.json')`` atomically (tmp + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"{s}_{a}": getattr(self.lightfm, f"{s}_{a}") for s in SIDES for a in ARRAYS}
+        arrays["rng_state_keys"] = self.lightfm.random_state.get_state()[1]
+        doc = {"format": "streamrec-model/1", "params": asdict(self.params),
+               "user_capacity": self.user_capacity, "item_capacity": self.item_capacity,
+               "user_features": {str(r): f for r, f in self.users.items()},
+               "item_features": {str(r): f for r, f in self.items.items()},
+               **(meta or {})}
+        _atomic_write(path, lambda f: np.savez(f, **arrays))
+        _atomic_write(path.with_suffix(".json"),
+                      lambda f: f.write(json.dumps(doc, separators=(",", ":")).encode()))
+
+    @classmethod
+    def load(cls, path: Path) -> tuple["PaddedLightFM", dict]:
+        """Load a checkpoint; returns the model and its JSON document (offsets, version...)."""
+        path = Path(path)
+        try:
+            doc = json.loads(path.with_suffix(".json").read_text())
+            npz = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ModelStateError(f"cannot read model checkpoint {path}: {exc}; delete the "
+                                  "state dir to start over or run 'streamrec retrain'") from exc
+        if doc.get("format") != "streamrec-model/1":
+            raise ModelStateError(f"{path} is not a streamrec model checkpoint")
+        model = cls(ModelParams(**doc["params"]), doc["user_capacity"], doc["item_capacity"])
+        for s in SIDES:
+            for a in ARRAYS:
+                setattr(model.lightfm, f"{s}_{a}", np.ascontiguousarray(npz[f"{s}_{a}"]))
+        state = list(model.lightfm.random_state.get_state())
+        state[1] = npz["rng_state_keys"]
+        model.lightfm.random_state.set_state(tuple(state))
+        for r, f in doc.get("user_features", {}).items():
+            model.users.set(int(r), f)
+        for r, f in doc.get("item_features", {}).items():
+            model.items.set(int(r), f)
+        model.users.dirty_rows.clear()
+        model.items.dirty_rows.clear()
+        return model, doc
+
+
+def _atomic_write(path: Path, write: Callable) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

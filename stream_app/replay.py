@@ -1,0 +1,92 @@
+"""Reading whole topics from given offsets up to their end: bootstrap and retrain.
+
+"The end" is taken carefully: Tansu reports a high watermark that can lag far behind the
+real end after batched produce, so a partition counts as done only when our position has
+reached the reported high watermark *and* nothing more arrived for ``idle_s``. On Apache
+Kafka the first condition is exact and the idle wait costs one short poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from stream_app.store import Record
+from streamrec.errors import BrokerUnavailable
+from streamrec.kafka import consumer_config
+from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def topic_partitions(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[int]:
+    md = consumer.list_topics(topic, timeout=timeout)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None or not t.partitions:
+        return []
+    return sorted(t.partitions)
+
+
+def read_topics(settings: Settings, topics: list[str], start: dict[str, int] | None = None,
+                idle_s: float = 0.5, chunk: int = 10_000, progress: bool = False,
+                desc: str = "replay") -> Iterator[list[Record]]:
+    """Yield chunks of records from every partition of ``topics``, from ``start`` offsets
+    (``"topic:partition" -> next offset``; default: the beginning) to the end."""
+    start = start or {}
+    consumer = Consumer(consumer_config(settings, f"streamrec-replay-{uuid.uuid4().hex[:8]}",
+                                        **{"enable.auto.offset.store": False}))
+    bar = None
+    try:
+        assignment = []
+        highs: dict[tuple[str, int], int] = {}
+        for topic in topics:
+            for p in topic_partitions(consumer, topic):
+                off = start.get(f"{topic}:{p}", OFFSET_BEGINNING)
+                assignment.append(TopicPartition(topic, p, off))
+                try:
+                    _, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                except Exception as exc:
+                    raise BrokerUnavailable(f"cannot read offsets of {topic}: {exc}") from exc
+                highs[(topic, p)] = hi
+        if not assignment:
+            return
+        consumer.assign(assignment)
+        total = sum(max(0, hi - (start.get(f"{t}:{p}", 0))) for (t, p), hi in highs.items())
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=total or None, desc=desc, unit="ev", unit_scale=True, leave=False)
+        position = {(tp.topic, tp.partition): max(0, tp.offset) for tp in assignment}
+        last_data = time.monotonic()
+        while True:
+            msgs = consumer.consume(chunk, timeout=0.1)
+            batch: list[Record] = []
+            for m in msgs:
+                if m.error() is not None:
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        continue
+                    log.warning("replay read error: %s", m.error())
+                    continue
+                _, ts = m.timestamp()
+                batch.append((m.topic(), m.partition(), m.offset(), m.key(), m.value(),
+                              ts / 1000.0 if ts and ts > 0 else time.time()))
+                position[(m.topic(), m.partition())] = m.offset() + 1
+            if batch:
+                last_data = time.monotonic()
+                if bar is not None:
+                    bar.update(len(batch))
+                yield batch
+                continue
+            reached = all(position[tp] >= hi for tp, hi in highs.items())
+            if reached and time.monotonic() - last_data >= idle_s:
+                return
+            if not reached and time.monotonic() - last_data > 30:
+                raise BrokerUnavailable("replay stalled: no records for 30 s before the end of "
+                                        f"{topics}; is the broker healthy?")
+    finally:
+        if bar is not None:
+            bar.close()
+        consumer.close()

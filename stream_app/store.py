@@ -1,0 +1,167 @@
+"""The worker's durable state in RocksDB (rocksdict): checkpoints plus a write-ahead log.
+
+Every micro-batch first appends its raw records to a WAL entry (one RocksDB write), then is
+applied. Every ``checkpoint_interval_s`` the whole state is snapshotted: model arrays to a
+versioned ``.npz``/``.json`` pair, and registry, seen sets, dedup ids, popularity and input
+offsets in one ``WriteBatch`` that also names the model file and drops WAL entries it covers.
+
+On restart the snapshot is loaded and the WAL replayed through the same code, so the state
+describes exactly the offsets it claims: records below them are skipped when Kafka redelivers
+them, records above them are applied once. Nothing is trusted that is newer than the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import orjson
+from rocksdict import Options, Rdict, WriteBatch
+
+from stream_app.engine import Engine
+from stream_app.model import PaddedLightFM
+from stream_app.registry import IdRegistry
+from streamrec.errors import ModelStateError
+from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Record = tuple[str, int, int, bytes | None, bytes | None, float]
+"""(topic, partition, offset, key, value, timestamp seconds): a Kafka record, broker-free."""
+
+_CHECKPOINT = b"meta:checkpoint"
+_OFFSETS = b"meta:offsets"
+_POPULAR = b"meta:popular"
+
+
+def _row_key(prefix: bytes, row: int) -> bytes:
+    return prefix + b"%010d" % row
+
+
+class WorkerStore:
+    """RocksDB at ``<state_dir>/worker``; models under ``<state_dir>/worker/models``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = Path(state_dir) / "worker"
+        self.models = self.root / "models"
+        self.models.mkdir(parents=True, exist_ok=True)
+        opts = Options(raw_mode=True)
+        opts.create_if_missing(True)
+        self.db = Rdict(str(self.root / "state.rdb"), opts)
+        last = self._last_key(b"wal:")
+        cp = self.db.get(_CHECKPOINT)
+        self.wal_seq = max(int(last[4:]) if last else 0,
+                           int(orjson.loads(cp)["wal_seq"]) if cp else 0)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ----------------------------------------------------------------- iteration
+    def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for k, v in self.db.items(from_key=prefix):
+            if not k.startswith(prefix):
+                break
+            yield k, v
+
+    def _last_key(self, prefix: bytes) -> bytes | None:
+        last = None
+        for k, _ in self._scan(prefix):
+            last = k
+        return last
+
+    # ----------------------------------------------------------------- WAL
+    def append_wal(self, records: list[Record]) -> int:
+        """Durably log a batch before it is applied; returns its sequence number."""
+        self.wal_seq += 1
+        doc = [[t, p, o, k.decode("utf-8", "replace") if k is not None else None,
+                v.decode("utf-8", "replace") if v is not None else None, ts]
+               for t, p, o, k, v, ts in records]
+        self.db[b"wal:%012d" % self.wal_seq] = orjson.dumps(doc)
+        return self.wal_seq
+
+    def wal_after(self, seq: int) -> Iterator[tuple[int, list[Record]]]:
+        for k, v in self._scan(b"wal:"):
+            s = int(k[4:])
+            if s > seq:
+                recs = [(t, p, o, k2.encode() if k2 is not None else None,
+                         v2.encode() if v2 is not None else None, ts)
+                        for t, p, o, k2, v2, ts in orjson.loads(v)]
+                yield s, recs
+
+    # ----------------------------------------------------------------- checkpoint
+    def has_checkpoint(self) -> bool:
+        return self.db.get(_CHECKPOINT) is not None
+
+    def checkpoint(self, engine: Engine) -> Path:
+        """Snapshot ``engine`` as of WAL entry ``self.wal_seq``; returns the model path."""
+        t0 = time.perf_counter()
+        seq = self.wal_seq
+        name = f"model-{seq:012d}-{engine.batch_seq:08d}.npz"
+        path = self.models / name
+        meta = {"offsets": engine.offsets, "created": engine.created,
+                "batch_seq": engine.batch_seq, "wal_seq": seq,
+                "model_version": engine.model_version, "saved_at": time.time(),
+                "n_users": len(engine.users), "n_items": len(engine.items)}
+        engine.model.save(path, meta)
+        wb = WriteBatch(raw_mode=True)
+        for prefix, reg in ((b"reg:u:", engine.users), (b"reg:i:", engine.items)):
+            for row, ident in reg.unpersisted():
+                wb.put(_row_key(prefix, row), ident.encode())
+        trained = engine.trained_users
+        for row in engine.dirty_users:
+            flag = b"T" if row in trained else b"F"
+            items = np.fromiter(engine.seen.get(row, ()), dtype=np.int32)
+            wb.put(_row_key(b"seen:", row), flag + items.tobytes())
+        for eid in engine.new_event_ids:
+            wb.put(b"dedup:" + eid.encode(), b"")
+        for eid in engine.evicted_event_ids:
+            wb.delete(b"dedup:" + eid.encode())
+        wb.put(_POPULAR, np.fromiter(engine.recent_positives, dtype=np.int32).tobytes())
+        wb.put(_OFFSETS, orjson.dumps(engine.offsets))
+        wb.put(_CHECKPOINT, orjson.dumps({"model": name, **meta}))
+        if seq:
+            wb.delete_range(b"wal:", b"wal:%012d" % (seq + 1))
+        self.db.write(wb)
+        engine.users.mark_persisted()
+        engine.items.mark_persisted()
+        engine.dirty_users.clear()
+        engine.new_event_ids.clear()
+        engine.evicted_event_ids.clear()
+        for old in self.models.glob("model-*"):
+            if old.stem != path.stem:
+                old.unlink(missing_ok=True)
+        log.info("checkpoint %s written in %.0f ms (offsets %s)", name,
+                 (time.perf_counter() - t0) * 1e3, engine.offsets)
+        return path
+
+    def load(self, settings: Settings) -> tuple[Engine, int] | None:
+        """The engine as of the last checkpoint and its WAL sequence, or None if none."""
+        raw = self.db.get(_CHECKPOINT)
+        if raw is None:
+            return None
+        cp = orjson.loads(raw)
+        model, doc = PaddedLightFM.load(self.models / cp["model"])
+        users = IdRegistry(v.decode() for _, v in self._scan(b"reg:u:"))
+        items = IdRegistry(v.decode() for _, v in self._scan(b"reg:i:"))
+        if len(users) != doc["n_users"] or len(items) != doc["n_items"]:
+            raise ModelStateError(
+                f"state in {self.root} does not match its model checkpoint "
+                f"({len(users)} vs {doc['n_users']} users); delete {self.root} to rebuild "
+                "it from the topics")
+        engine = Engine(settings, model=model, users=users, items=items, created=cp["created"])
+        engine.batch_seq = cp["batch_seq"]
+        for k, v in self._scan(b"seen:"):
+            row = int(k[5:])
+            engine.seen[row] = set(np.frombuffer(v[1:], dtype=np.int32).tolist())
+            if v[:1] == b"T":
+                engine.trained_users.add(row)
+        engine.dedup = OrderedDict((k[6:].decode(), None) for k, _ in self._scan(b"dedup:"))
+        pop = np.frombuffer(self.db.get(_POPULAR) or b"", dtype=np.int32).tolist()
+        engine.recent_positives = deque(pop, maxlen=settings.popular_window)
+        engine.popularity.update(engine.recent_positives)
+        engine.offsets = dict(orjson.loads(self.db.get(_OFFSETS) or b"{}"))
+        return engine, int(cp["wal_seq"])

@@ -1,0 +1,131 @@
+"""What every local broker process offers, and how to tell that a broker answers."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from streamrec.errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_broker(bootstrap: str, timeout: float = 20.0, extra: dict | None = None) -> None:
+    """Block until a metadata request to ``bootstrap`` succeeds.
+
+    Raises BrokerUnavailable with the next step spelled out, so a worker started before its
+    broker fails with one clear line instead of a retry storm in the log.
+    """
+    conf = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000,
+            "log_level": 0, "logger": logging.getLogger("librdkafka.admin")}
+    conf.update(extra or {})
+    admin = AdminClient(conf)
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            md = admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+            if md.brokers:
+                return
+        except Exception as exc:  # KafkaException while the broker is still starting
+            last = exc
+        time.sleep(0.1)
+    raise BrokerUnavailable(
+        f"broker at {bootstrap} did not answer within {timeout:.0f} s ({last or 'no brokers'}); "
+        'start one with "streamrec broker" or set KAFKA_BOOTSTRAP_SERVERS')
+
+
+class BrokerProcess:
+    """A broker running as a child process on 127.0.0.1:``port``.
+
+    Subclasses fill in ``command()``; this class owns start, readiness, logs and stop.
+    """
+
+    name = "broker"
+
+    def __init__(self, port: int, log_path: Path | None = None) -> None:
+        self.port = port
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self._log_file = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str] | None:
+        return None
+
+    def prepare(self) -> None:
+        """One-time work before the first start (e.g. formatting storage)."""
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.prepare()
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.log_path, "ab")
+            out = self._log_file
+        else:
+            out = subprocess.DEVNULL
+        log.info("starting %s on %s", self.name, self.bootstrap)
+        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
+                                     env=self.env(), start_new_session=True)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise BrokerUnavailable(
+                    f"{self.name} exited with code {self.proc.returncode} before it answered"
+                    + (f"; see {self.log_path}" if self.log_path else ""))
+            try:
+                wait_for_broker(self.bootstrap, timeout=1.0)
+                return
+            except BrokerUnavailable:
+                continue
+        raise BrokerUnavailable(f"{self.name} on {self.bootstrap} did not answer within "
+                                f"{timeout:.0f} s" + (f"; see {self.log_path}" if self.log_path else ""))
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, then SIGKILL if it does not exit within ``timeout``."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self) -> "BrokerProcess":
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

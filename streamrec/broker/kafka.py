@@ -1,0 +1,321 @@
+"""The durable engine: a real single-node Apache Kafka 3.9 (KRaft, broker+controller in one JVM).
+
+No Docker and no tarball: the broker's jars come from Maven Central once (``kafka-pom.xml`` +
+``mvn dependency:copy-dependencies``) into the user cache, and the broker runs as a plain
+``java -cp 'JARS/*' kafka.Kafka server.properties``. Unlike Tansu it keeps data on disk, compacts
+topics and survives restarts, so tests of durability and compaction run against it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from importlib import resources
+from pathlib import Path
+
+from streamrec.broker.base import BrokerProcess, free_port
+from streamrec.errors import BrokerUnavailable, ConfigError
+
+log = logging.getLogger(__name__)
+
+KAFKA_VERSION = "3.9.1"
+SCALA_VERSION = "2.13"
+KAFKA_JAR = f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar"
+INSTALL_HINT = ("Apache Kafka needs Java 17+ and Maven: "
+                "apt-get install -y openjdk-17-jre-headless maven")
+STATE_FILE = "streamrec-kafka.json"
+
+
+# --- jars ------------------------------------------------------------------------------------
+
+def _cache_root() -> Path:
+    if os.environ.get("STREAMREC_CACHE_DIR"):
+        return Path(os.environ["STREAMREC_CACHE_DIR"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "streamrec"
+    return Path.home() / ".cache" / "streamrec"
+
+
+def kafka_jars_dir() -> Path:
+    """Where the broker's classpath lives; shared by every data dir and every project."""
+    return _cache_root() / f"kafka-{KAFKA_VERSION}" / "jars"
+
+
+def java_binary() -> str | None:
+    """``$JAVA_HOME/bin/java`` if set (what the Kafka scripts use), else ``java`` on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").is_file():
+        return str(Path(home) / "bin" / "java")
+    return shutil.which("java")
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def resolve_kafka_jars(progress: bool = True) -> Path:
+    """Return the jars dir, fetching it with Maven on first use.
+
+    The download lands in a private work dir next to the target and is renamed into place in
+    one step, so an interrupted or concurrent run never leaves a half-filled ``jars`` folder.
+    """
+    target = kafka_jars_dir()
+    if (target / KAFKA_JAR).is_file():
+        return target
+    missing = [tool for tool, found in (("java", java_binary()), ("mvn", shutil.which("mvn")))
+               if not found]
+    if missing:
+        raise BrokerUnavailable(f"{INSTALL_HINT} (not found: {', '.join(missing)})")
+    if progress:
+        print(f"resolving Apache Kafka {KAFKA_VERSION} jars from Maven Central "
+              "(first start only)…", file=sys.stderr, flush=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".jars-", dir=target.parent))
+    try:
+        pom = work / "pom.xml"
+        pom.write_bytes(resources.files("streamrec.broker").joinpath("kafka-pom.xml").read_bytes())
+        out = work / "jars"
+        cmd = ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+               f"-DoutputDirectory={out}", "-DincludeScope=runtime"]
+        try:
+            res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired as exc:
+            raise BrokerUnavailable("mvn did not finish resolving the Kafka jars in 15 min "
+                                    "(is Maven Central reachable?)") from exc
+        if res.returncode != 0 or not (out / KAFKA_JAR).is_file():
+            raise BrokerUnavailable(
+                f"mvn could not resolve Apache Kafka {KAFKA_VERSION} (exit {res.returncode}; "
+                f"is Maven Central reachable?):\n{_tail(res.stdout + res.stderr)}")
+        try:
+            out.rename(target)
+        except OSError:
+            # Another process won the race; its folder is complete (it was renamed whole).
+            if not (target / KAFKA_JAR).is_file():
+                raise
+        return target
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --- broker ----------------------------------------------------------------------------------
+
+def _random_cluster_id() -> str:
+    """A Kafka ``Uuid`` string (url-safe base64, no padding) like ``StorageTool random-uuid``.
+
+    Like Kafka's own generator it never starts with ``-``, which the CLI would read as a flag.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
+def _heap_mb(heap: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)\s*", heap)
+    if not m:
+        raise ConfigError(f"heap {heap!r} is not a JVM size like 512m or 1g")
+    n, unit = int(m.group(1)), m.group(2).lower()
+    return {"k": n // 1024, "m": n, "g": n * 1024, "": n // (1024 * 1024)}[unit]
+
+
+def _port_bindable(port: int) -> bool:
+    """True if a listener could bind ``port`` now (with SO_REUSEADDR, as the JVM does)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _read_meta_cluster_id(meta: Path) -> str | None:
+    try:
+        for line in meta.read_text().splitlines():
+            if line.startswith("cluster.id="):
+                return line.split("=", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+class KafkaBroker(BrokerProcess):
+    """Apache Kafka on 127.0.0.1:``port`` with its data in ``data_dir``.
+
+    Give ``data_dir`` to keep topics across restarts; the cluster id and controller port are
+    stored there so every restart joins the same formatted metadata log. Without it the broker
+    lives in a temp dir that is removed when the Python process exits.
+    """
+
+    name = "kafka"
+
+    def __init__(self, port: int, data_dir: Path | None = None,
+                 controller_port: int | None = None, heap: str = "512m",
+                 log_path: Path | None = None) -> None:
+        if data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="streamrec-kafka-"))
+            atexit.register(self._cleanup_temp)
+        else:
+            self.data_dir = Path(data_dir).expanduser().resolve()
+        super().__init__(port, log_path or self.data_dir / "broker.out")
+        self.heap_mb = _heap_mb(heap)
+        self.jars: Path = kafka_jars_dir()
+        state = self._load_state()
+        self.cluster_id: str = (state.get("cluster_id")
+                                or _read_meta_cluster_id(self.logs_dir / "meta.properties")
+                                or _random_cluster_id())
+        self._fixed_controller = controller_port is not None
+        self.controller_port: int = controller_port or state.get("controller_port") or 0
+        if not self.controller_port or self.controller_port == port:
+            self.controller_port = self._pick_controller_port()
+
+    # paths ---------------------------------------------------------------------------------
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def properties_path(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def log4j_path(self) -> Path:
+        return self.data_dir / "log4j.properties"
+
+    @property
+    def server_log(self) -> Path:
+        """Kafka's own WARN+ log (the JVM's stdout goes to ``log_path``)."""
+        return self.data_dir / "server.log"
+
+    # state ---------------------------------------------------------------------------------
+    def _load_state(self) -> dict:
+        try:
+            return json.loads((self.data_dir / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save_state(self) -> None:
+        path = self.data_dir / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"kafka_version": KAFKA_VERSION, "cluster_id": self.cluster_id,
+                                   "controller_port": self.controller_port}, indent=2) + "\n")
+        os.replace(tmp, path)
+
+    def _pick_controller_port(self) -> int:
+        while True:
+            p = free_port()
+            if p != self.port:
+                return p
+
+    # BrokerProcess -------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Fetch jars, (re)write the configs, and format the storage on first start."""
+        self.jars = resolve_kafka_jars()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.controller_port == self.port:
+            raise ConfigError(f"controller port {self.controller_port} equals the broker port")
+        if not self._fixed_controller and not _port_bindable(self.controller_port):
+            # A static voter's address is read from the config on every start, so moving it is
+            # safe for a single node; better than failing because some other process took it.
+            old, self.controller_port = self.controller_port, self._pick_controller_port()
+            log.warning("kafka controller port %d is taken; using %d", old, self.controller_port)
+        self._save_state()
+        self._write_properties()
+        self._write_log4j()
+        if not (self.logs_dir / "meta.properties").is_file():
+            self._format()
+
+    def _write_properties(self) -> None:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
+                         f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "log.dirs": str(self.logs_dir),
+            # one node: every internal topic has a single replica
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.num.partitions": "1",
+            "transaction.state.log.min.isr": "1",
+            "default.replication.factor": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "num.partitions": "1",
+            "auto.create.topics.enable": "true",
+            # small and quick, so compaction shows up within seconds in tests
+            "log.segment.bytes": str(16 * 1024 * 1024),
+            "log.cleaner.backoff.ms": "1000",
+            "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
+            # 2 cores, small heap: fewer threads than the defaults (3 network, 8 io)
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            "num.recovery.threads.per.data.dir": "1",
+        }
+        text = "".join(f"{k}={v}\n" for k, v in props.items())
+        self.properties_path.write_text("# written by streamrec on every start; edits are lost\n"
+                                        + text)
+
+    def _write_log4j(self) -> None:
+        path = str(self.server_log).replace("\\", "/")
+        self.log4j_path.write_text(
+            "# written by streamrec: WARN and above to server.log, nothing on the console\n"
+            "log4j.rootLogger=WARN, file\n"
+            "log4j.appender.file=org.apache.log4j.RollingFileAppender\n"
+            f"log4j.appender.file.File={path}\n"
+            "log4j.appender.file.MaxFileSize=10MB\n"
+            "log4j.appender.file.MaxBackupIndex=2\n"
+            "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+            # the one-line 'started'/'shut down' marks help when reading a restart
+            "log4j.logger.kafka.server.KafkaRaftServer=INFO\n")
+
+    def _java(self) -> str:
+        java = java_binary()
+        if java is None:
+            raise BrokerUnavailable(f"{INSTALL_HINT} (not found: java)")
+        return java
+
+    def _format(self) -> None:
+        cmd = [self._java(), "-Xmx256m", f"-Dlog4j.configuration={self.log4j_path.as_uri()}",
+               "-cp", str(self.jars / "*"), "kafka.tools.StorageTool", "format",
+               "-t", self.cluster_id, "-c", str(self.properties_path), "--ignore-formatted"]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if res.returncode != 0:
+            raise BrokerUnavailable(f"formatting Kafka storage in {self.logs_dir} failed "
+                                    f"(exit {res.returncode}):\n{_tail(res.stdout + res.stderr)}")
+
+    def command(self) -> list[str]:
+        xms = min(self.heap_mb, 128)
+        return [self._java(), f"-Xmx{self.heap_mb}m", f"-Xms{xms}m",
+                "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent",
+                "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+                f"-Dlog4j.configuration={self.log4j_path.as_uri()}",
+                "-cp", str(self.jars / "*"), "kafka.Kafka", str(self.properties_path)]
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start and wait; the JVM needs 5-20 s on 2 cores, more after an unclean stop."""
+        super().start(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM: Kafka shuts down cleanly (flushes, writes its clean-shutdown marker)."""
+        super().stop(timeout)
+
+    def _cleanup_temp(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)

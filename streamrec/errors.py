@@ -1,0 +1,29 @@
+"""The one exception tree of streamrec; the CLI turns each into one readable line."""
+
+
+class StreamrecError(Exception):
+    """Root of every error streamrec raises on purpose."""
+
+
+class ConfigError(StreamrecError):
+    """A setting or argument is wrong; the message says which and what to use instead."""
+
+
+class InvalidEvent(StreamrecError):
+    """An event does not follow the contract; ``reason`` goes to the dead-letter header."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BrokerUnavailable(StreamrecError):
+    """No Kafka-compatible broker answered in time."""
+
+
+class DataNotFound(StreamrecError):
+    """A data set folder is missing or incomplete and could not be downloaded."""
+
+
+class ModelStateError(StreamrecError):
+    """A checkpoint or state store is missing, corrupt or from an incompatible model."""

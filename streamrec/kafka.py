@@ -1,0 +1,45 @@
+"""librdkafka settings shared by every producer and plain consumer of streamrec."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from streamrec.settings import Settings
+
+_rdkafka_log = logging.getLogger("librdkafka")
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Producer settings: murmur2 partitioning (same partition as Java/Faust producers for a
+    key, so per-user order holds), small linger for freshness, idempotence for no duplicates."""
+    conf: dict[str, Any] = {
+        **settings.kafka_common(),
+        "partitioner": "murmur2_random",
+        "linger.ms": 2,
+        "batch.size": 1_000_000,
+        "enable.idempotence": True,
+        "compression.type": "none",
+        "logger": _rdkafka_log,
+    }
+    conf.update(overrides)
+    return conf
+
+
+def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """Plain consumer settings: short session (Tansu joins take half of it), fast fetch
+    back-off (librdkafka's 1 s default caps throughput near 150 k/s), manual commits."""
+    conf: dict[str, Any] = {
+        **settings.kafka_common(),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 3),
+        "fetch.queue.backoff.ms": 10,
+        "fetch.wait.max.ms": 100,
+        "enable.partition.eof": False,
+        "logger": _rdkafka_log,
+    }
+    conf.update(overrides)
+    return conf

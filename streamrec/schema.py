@@ -1,0 +1,167 @@
+"""The contract's records as typed models: interaction events, metadata, recommendation lists.
+
+Validation is pydantic's; this module only states the rules of ``shared/contract.md`` and
+turns pydantic's errors into one short reason that goes to the dead-letter header.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+import orjson
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt,
+                      StrictStr, StringConstraints, TypeAdapter, ValidationError, field_validator, model_validator)
+
+from streamrec.errors import InvalidEvent
+
+EventType = Literal["view", "click", "add_to_cart", "purchase", "like", "dislike", "rating"]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+MAX_ID_LEN = 256
+FALLBACK_KEY = "__fallback__"
+"""Key on ``recommendations`` of the popular-items list the lookup serves to unknown users."""
+
+
+def _normalise_id(value: Any) -> Any:
+    """Integers are accepted as ids and become their decimal string (bools are not ints here)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Id = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_ID_LEN),
+               BeforeValidator(_normalise_id)]
+FiniteNumber = Annotated[Union[StrictInt, StrictFloat], Field(allow_inf_nan=False)]
+FeatureValue = Union[StrictStr, FiniteNumber, list[StrictStr]]
+FeatureMap = dict[StrictStr, FeatureValue]
+
+
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("booleans are not numbers here")
+    return value
+
+
+class Interaction(BaseModel):
+    """One interaction event, exactly as the contract allows it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: Id
+    item_id: Id
+    event_type: EventType = "click"
+    timestamp: Annotated[FiniteNumber | None, BeforeValidator(_no_bool)] = None
+    weight: Annotated[FiniteNumber | None, BeforeValidator(_no_bool)] = None
+    rating: Annotated[FiniteNumber | None, BeforeValidator(_no_bool)] = None
+    event_id: Annotated[str, StringConstraints(strict=True, min_length=1,
+                                               max_length=MAX_ID_LEN)] | None = None
+    user_features: FeatureMap | None = None
+    item_features: FeatureMap | None = None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _timestamp_positive(cls, v: float | None) -> float | None:
+        if v is not None and v < 0:
+            raise ValueError("timestamp must be epoch seconds >= 0")
+        return v
+
+    @field_validator("weight")
+    @classmethod
+    def _weight_positive(cls, v: float | None) -> float | None:
+        if v is not None and v < 0:
+            raise ValueError("weight must be >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _rating_only_with_rating(self) -> "Interaction":
+        if self.rating is not None and self.event_type != "rating":
+            raise ValueError("'rating' is only allowed with event_type 'rating'")
+        if self.event_type == "rating" and self.rating is None:
+            raise ValueError("event_type 'rating' needs a numeric 'rating'")
+        return self
+
+
+class EntityMetadata(BaseModel):
+    """A value on ``users`` (``user_id``) or ``items`` (``item_id``): features by key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: Id | None = None
+    item_id: Id | None = None
+    features: FeatureMap = Field(default_factory=dict)
+
+
+class RecItem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    item_id: str
+    score: float
+    reason: str | None = None
+
+
+class RecommendationList(BaseModel):
+    """The value on ``recommendations`` and the HTTP body (readers ignore unknown keys)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    user_id: str
+    items: list[RecItem]
+    model_version: str
+    updated_at: float
+    source: Literal["model", "fallback"]
+
+
+_interaction = TypeAdapter(Interaction)
+
+
+def _reason(exc: ValidationError) -> str:
+    """pydantic's first few errors as one line: 'user_id: String should have ...'."""
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "event"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_interaction(raw: bytes | str | None) -> Interaction:
+    """Decode and validate one event; raise InvalidEvent with a readable reason."""
+    if raw is None:
+        raise InvalidEvent("empty value (tombstone); an event must be a JSON object")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"not valid JSON: {exc}") from None
+    return validate_interaction(data)
+
+
+def validate_interaction(data: Any) -> Interaction:
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"an event must be a JSON object, got {type(data).__name__}")
+    try:
+        return _interaction.validate_python(data)
+    except ValidationError as exc:
+        raise InvalidEvent(_reason(exc)) from None
+
+
+def parse_metadata(raw: bytes | str | None, kind: Literal["user", "item"],
+                   key: str | None = None) -> EntityMetadata:
+    """Validate a ``users``/``items`` record; the id comes from the value, else the key."""
+    if raw is None:
+        raise InvalidEvent("empty value (tombstone)")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidEvent("metadata must be a JSON object")
+    try:
+        meta = EntityMetadata.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidEvent(_reason(exc)) from None
+    ident = meta.user_id if kind == "user" else meta.item_id
+    if ident is None:
+        if not key:
+            raise InvalidEvent(f"{kind}_id missing in value and key")
+        meta = meta.model_copy(update={f"{kind}_id": key})
+    return meta
+
+

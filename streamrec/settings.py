@@ -1,0 +1,122 @@
+"""All configuration in one frozen, typed object.
+
+Values come from (highest first) CLI flags, environment variables (``STREAMREC_*``, plus
+``KAFKA_BOOTSTRAP_SERVERS``), then the defaults written here once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EVENT_WEIGHTS_DEFAULT: dict[str, float] = {
+    "view": 0.5,
+    "click": 1.0,
+    "add_to_cart": 2.0,
+    "purchase": 3.0,
+    "like": 2.0,
+    "dislike": 0.0,
+    "rating": 1.0,
+}
+
+Loss = Literal["warp", "bpr", "logistic", "warp-kos"]
+
+
+def _default_state_dir() -> Path:
+    return Path(os.environ.get("STREAMREC_STATE_DIR", ".streamrec"))
+
+
+class Settings(BaseSettings):
+    """Every knob of streamrec. Create with ``Settings(**overrides)``; it is immutable."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="ignore")
+
+    # --- Kafka ---------------------------------------------------------------------------
+    bootstrap_servers: str = Field(
+        "localhost:9092",
+        validation_alias=AliasChoices("bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS",
+                                      "STREAMREC_BOOTSTRAP_SERVERS"),
+    )
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    topic_interactions: str = "interactions"
+    topic_items: str = "items"
+    topic_users: str = "users"
+    topic_recommendations: str = "recommendations"
+    topic_dlq: str = "interactions.dlq"
+    topic_quarantine: str = "interactions.quarantine"
+    partitions: int = Field(1, ge=1, description="partitions of topics streamrec creates")
+    replication_factor: int = Field(1, ge=1)
+    session_timeout_ms: int = Field(6000, ge=1000,
+                                    description="small: Tansu joins take half of it")
+    worker_group: str = "streamrec-worker"
+    broker_wait_s: float = 20.0
+
+    # --- state ---------------------------------------------------------------------------
+    state_dir: Path = Field(default_factory=_default_state_dir)
+
+    # --- model ---------------------------------------------------------------------------
+    loss: Loss = "warp"
+    no_components: int = Field(30, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    item_alpha: float = Field(0.0, ge=0)
+    user_alpha: float = Field(0.0, ge=0)
+    max_sampled: int = Field(10, ge=1)
+    epochs_bootstrap: int = Field(30, ge=1, description="epochs of a full fit (bootstrap, retrain)")
+    epochs_per_batch: int = Field(5, ge=1, description="fit_partial epochs per micro-batch")
+    num_threads: int = Field(2, ge=1)
+    random_seed: int = 42
+    padding_fraction: float = Field(0.10, ge=0)
+    padding_min: int = Field(100, ge=1)
+    growth_factor: float = Field(1.5, gt=1.0)
+    user_feature_buckets: int = Field(256, ge=1, description="hashed metadata columns, users")
+    item_feature_buckets: int = Field(256, ge=1, description="hashed metadata columns, items")
+    feature_weight: float = Field(0.5, ge=0, description="weight of metadata vs identity")
+    rating_threshold: float = 3.0
+    event_weights: dict[str, float] = Field(default_factory=lambda: dict(EVENT_WEIGHTS_DEFAULT))
+
+    # --- worker --------------------------------------------------------------------------
+    max_batch: int = Field(500, ge=1, description="events per micro-batch at most")
+    batch_window_s: float = Field(0.05, gt=0, description="wait at most this for a batch")
+    top_n: int = Field(20, ge=1, description="length of stored lists")
+    checkpoint_interval_s: float = Field(5.0, gt=0)
+    dedup_window: int = Field(1_000_000, ge=0, description="event_ids remembered for dedup")
+    popular_window: int = Field(5000, ge=10, description="recent positives behind the fallback")
+    worker_web_port: int = 6066
+
+    # --- lookup API ----------------------------------------------------------------------
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    default_n: int = 10
+
+    # --- data ----------------------------------------------------------------------------
+    data_url: str = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+
+    @property
+    def topics(self) -> list[str]:
+        """Every topic of the contract, in the order they are created."""
+        return [self.topic_interactions, self.topic_items, self.topic_users,
+                self.topic_recommendations, self.topic_dlq, self.topic_quarantine]
+
+    def kafka_common(self) -> dict[str, str]:
+        """librdkafka settings every client of ours shares (security, bootstrap)."""
+        conf = {"bootstrap.servers": self.bootstrap_servers,
+                "security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        return conf
+
+    def with_overrides(self, **values: object) -> "Settings":
+        """A copy with some values replaced (CLI flags); ``None`` means 'keep'."""
+        changes = {k: v for k, v in values.items() if v is not None}
+        return self.model_copy(update=changes) if changes else self
