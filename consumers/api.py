@@ -1,7 +1,6 @@
 """The HTTP API of the contract: lists by user, fallback for unknown users, health, metrics."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the Query bounds from live objects.
 import logging
 from contextlib import asynccontextmanager
 from typing import Annotated

@@ -28,17 +28,17 @@ class LookupConsumer(threading.Thread):
         super().__init__(name="lookup-consumer", daemon=True)
         self.settings = settings
         self.store = store
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.ready = threading.Event()
         self.error: str | None = None
         self.partitions: list[int] = []
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def _assign(self, consumer: Consumer) -> None:
         topic = self.settings.topic_recommendations
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             md = consumer.list_topics(topic, timeout=5)
             t = md.topics.get(topic)
             if t is not None and t.error is None and t.partitions:
@@ -59,7 +59,7 @@ class LookupConsumer(threading.Thread):
             self._assign(consumer)
             self.ready.set()
             offsets = {str(k): v for k, v in self.store.offsets().items()}
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 msgs = consumer.consume(5000, timeout=0.05)
                 if not msgs:
                     continue

@@ -75,6 +75,10 @@ def run_worker(settings: Settings, progress: bool = True, loglevel: str = "INFO"
 
     wait_for_broker(settings.bootstrap_servers, settings.broker_wait_s, settings.kafka_common())
     ensure_topics(settings)
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr=settings.http_host)
     worker = Worker(settings, progress=progress)
     worker.start()
     app = create_app(settings, worker)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stream_app.engine import BatchOutcome, Engine
-from stream_app.store import Record
+from streamrec.replay import Record
 from streamrec.errors import InvalidEvent
 from streamrec.schema import Interaction, parse_interaction, parse_metadata
 from streamrec.settings import Settings

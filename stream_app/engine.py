@@ -60,6 +60,7 @@ class Engine:
         self.model = model
         self.created = created or model_stamp()
         self.batch_seq = 0
+        self.n_applied = 0
         self.seen: dict[int, set[int]] = {}
         self.trained_users: set[int] = set()
         self.dedup: OrderedDict[str, None] = OrderedDict()
@@ -157,6 +158,7 @@ class Engine:
         self._record_history(u, i, values)
         self.last_batch_arrays = (u, i, values)
         outcome.applied = len(fresh)
+        self.n_applied += len(fresh)
         outcome.positives = int((values > 0).sum())
         outcome.negatives = int((values < 0).sum())
         outcome.users = np.unique(u)

@@ -16,3 +16,6 @@ KNOWN = Gauge("streamrec_worker_known", "Assigned ids", ["side"])
 CAPACITY = Gauge("streamrec_worker_capacity", "Model rows (assigned + dummy padding)", ["side"])
 PRODUCE_ERRORS = Counter("streamrec_worker_produce_errors_total",
                          "Records the worker failed to publish", ["topic"])
+APPLIED_TOTAL = Gauge("streamrec_worker_state_applied_events",
+                      "Interaction events in the model state since it was created (survives "
+                      "restarts: a loss or a double application shows here)")

@@ -26,12 +26,11 @@ from stream_app.engine import Engine
 from stream_app.model import PaddedLightFM
 from stream_app.registry import IdRegistry
 from streamrec.errors import ModelStateError
+from streamrec.replay import Record
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Record = tuple[str, int, int, bytes | None, bytes | None, float]
-"""(topic, partition, offset, key, value, timestamp seconds): a Kafka record, broker-free."""
 
 _CHECKPOINT = b"meta:checkpoint"
 _OFFSETS = b"meta:offsets"
@@ -103,7 +102,7 @@ class WorkerStore:
         name = f"model-{seq:012d}-{engine.batch_seq:08d}.npz"
         path = self.models / name
         meta = {"offsets": engine.offsets, "created": engine.created,
-                "batch_seq": engine.batch_seq, "wal_seq": seq,
+                "batch_seq": engine.batch_seq, "wal_seq": seq, "n_applied": engine.n_applied,
                 "model_version": engine.model_version, "saved_at": time.time(),
                 "n_users": len(engine.users), "n_items": len(engine.items)}
         engine.model.save(path, meta)
@@ -154,6 +153,7 @@ class WorkerStore:
                 "it from the topics")
         engine = Engine(settings, model=model, users=users, items=items, created=cp["created"])
         engine.batch_seq = cp["batch_seq"]
+        engine.n_applied = cp.get("n_applied", 0)
         for k, v in self._scan(b"seen:"):
             row = int(k[5:])
             engine.seen[row] = set(np.frombuffer(v[1:], dtype=np.int32).tolist())

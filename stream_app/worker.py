@@ -16,8 +16,9 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from stream_app import metrics
 from stream_app.batch import BatchResult, process_records
 from stream_app.engine import FALLBACK_KEY, Engine
-from stream_app.replay import read_topics
-from stream_app.store import Record, WorkerStore
+from streamrec.replay import read_topics
+from stream_app.store import WorkerStore
+from streamrec.replay import Record
 from streamrec.kafka import consumer_config, producer_config
 from streamrec.settings import Settings
 
@@ -79,7 +80,7 @@ class Worker:
         bar = None
         if self.progress:
             from tqdm import tqdm
-            bar = tqdm(total=s.epochs_bootstrap, desc="bootstrap: training", unit="epoch")
+            bar = tqdm(total=s.epochs_bootstrap, desc="bootstrap: training", unit="epoch", disable=None)
         engine.fit_all(s.epochs_bootstrap, u, i, v,
                        on_epoch=(lambda _e: bar.update(1)) if bar else None)
         if bar:
@@ -139,8 +140,7 @@ class Worker:
             self.producer.produce(self.settings.topic_recommendations, key=FALLBACK_KEY.encode(),
                                   value=engine.fallback_record(self.settings.top_n),
                                   on_delivery=self._on_delivery)
-        if res.outcome.new_users or res.outcome.new_items:
-            self._update_gauges()
+        self._update_gauges()
         self.producer.poll(0)
         return res
 
@@ -203,6 +203,7 @@ class Worker:
 
     def _update_gauges(self) -> None:
         e = self.engine
+        metrics.APPLIED_TOTAL.set(e.n_applied)
         metrics.KNOWN.labels("user").set(len(e.users))
         metrics.KNOWN.labels("item").set(len(e.items))
         metrics.CAPACITY.labels("user").set(e.model.user_capacity)

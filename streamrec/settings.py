@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = Field(5.0, gt=0)
     dedup_window: int = Field(1_000_000, ge=0, description="event_ids remembered for dedup")
     popular_window: int = Field(5000, ge=10, description="recent positives behind the fallback")
-    worker_web_port: int = 6066
+    worker_metrics_port: int = Field(9464, ge=0, description="Prometheus port; 0: off")
 
     # --- lookup API ----------------------------------------------------------------------
     http_host: str = "127.0.0.1"

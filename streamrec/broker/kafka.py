@@ -60,7 +60,9 @@ def java_binary() -> str | None:
 
 
 def _tail(text: str, lines: int = 15) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+    """The last lines of a tool's output, without colour codes, for an error message."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    return "\n".join(line for line in text.strip().splitlines()[-lines:] if line.strip())
 
 
 def resolve_kafka_jars(progress: bool = True) -> Path:
@@ -85,8 +87,9 @@ def resolve_kafka_jars(progress: bool = True) -> Path:
         pom = work / "pom.xml"
         pom.write_bytes(resources.files("streamrec.broker").joinpath("kafka-pom.xml").read_bytes())
         out = work / "jars"
-        cmd = ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-               f"-DoutputDirectory={out}", "-DincludeScope=runtime"]
+        cmd = ["mvn", "-q", "-B", "-Dstyle.color=never", "-f", str(pom),
+               "dependency:copy-dependencies", f"-DoutputDirectory={out}",
+               "-DincludeScope=runtime"]
         try:
             res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=900)
         except subprocess.TimeoutExpired as exc:
@@ -137,6 +140,23 @@ def _port_bindable(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _dir_locked(lock_file: Path) -> bool:
+    """True if another process holds Kafka's ``.lock`` (a POSIX lock, as Java's tryLock takes)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX; Kafka itself will refuse a second start
+        return False
+    if not lock_file.is_file():
+        return False
+    with open(lock_file, "a") as fh:
+        try:
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.lockf(fh, fcntl.LOCK_UN)
+    return False
 
 
 def _read_meta_cluster_id(meta: Path) -> str | None:
@@ -222,6 +242,9 @@ class KafkaBroker(BrokerProcess):
         """Fetch jars, (re)write the configs, and format the storage on first start."""
         self.jars = resolve_kafka_jars()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if _dir_locked(self.logs_dir / ".lock"):
+            raise BrokerUnavailable(f"another Kafka broker is running on {self.data_dir}; "
+                                    "stop it first or use another data dir")
         if self.controller_port == self.port:
             raise ConfigError(f"controller port {self.controller_port} equals the broker port")
         if not self._fixed_controller and not _port_bindable(self.controller_port):

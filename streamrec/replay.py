@@ -15,12 +15,14 @@ from collections.abc import Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from stream_app.store import Record
 from streamrec.errors import BrokerUnavailable
 from streamrec.kafka import consumer_config
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
+
+Record = tuple[str, int, int, "bytes | None", "bytes | None", float]
+"""(topic, partition, offset, key, value, timestamp seconds): a Kafka record, broker-free."""
 
 
 def topic_partitions(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[int]:
@@ -58,7 +60,7 @@ def read_topics(settings: Settings, topics: list[str], start: dict[str, int] | N
         total = sum(max(0, hi - (start.get(f"{t}:{p}", 0))) for (t, p), hi in highs.items())
         if progress:
             from tqdm import tqdm
-            bar = tqdm(total=total or None, desc=desc, unit="ev", unit_scale=True, leave=False)
+            bar = tqdm(total=total or None, desc=desc, unit="ev", unit_scale=True, leave=False, disable=None)
         position = {(tp.topic, tp.partition): max(0, tp.offset) for tp in assignment}
         last_data = time.monotonic()
         while True:

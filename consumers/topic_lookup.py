@@ -1,0 +1,31 @@
+"""A user's latest list read straight from the ``recommendations`` topic (no store, no API)."""
+
+from __future__ import annotations
+
+import orjson
+
+from streamrec.replay import read_topics
+from streamrec.schema import FALLBACK_KEY
+from streamrec.settings import Settings
+
+
+def latest_list(settings: Settings, user_id: str, n: int) -> dict:
+    """Scan the (compacted) topic for the last value of ``user_id``; fallback if none."""
+    from streamrec.replay import read_topics  # plain consumer helper, no model import
+
+    latest: dict[str, bytes] = {}
+    wanted = {user_id.encode(), FALLBACK_KEY.encode()}
+    for chunk in read_topics(settings, [settings.topic_recommendations], idle_s=0.3):
+        for _, _, _, key, value, _ in chunk:
+            if key in wanted and value is not None:
+                latest[key.decode()] = value
+    raw = latest.get(user_id)
+    if raw is None:
+        raw = latest.get(FALLBACK_KEY)
+        doc = orjson.loads(raw) if raw else {"items": [], "model_version": "none",
+                                              "updated_at": 0.0}
+        doc.update(user_id=user_id, source="fallback")
+    else:
+        doc = orjson.loads(raw)
+    doc["items"] = doc["items"][:n]
+    return doc

@@ -1,0 +1,205 @@
+"""The ``streamrec`` command line (typer). Errors become one readable line and exit 1."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from streamrec.errors import StreamrecError
+from streamrec.settings import Settings
+
+app = typer.Typer(help="streamrec: fresh recommendations from an event stream.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+produce_app = typer.Typer(help="Send events to the interactions topic.", no_args_is_help=True)
+app.add_typer(produce_app, name="produce")
+
+Bootstrap = Annotated[Optional[str], typer.Option(
+    "--bootstrap-servers", envvar="KAFKA_BOOTSTRAP_SERVERS",
+    help="Kafka bootstrap servers [default: localhost:9092]")]
+StateDir = Annotated[Optional[Path], typer.Option(
+    "--state-dir", envvar="STREAMREC_STATE_DIR", help="where state lives [default: .streamrec]")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")]
+
+
+def settings_from(bootstrap: str | None, state_dir: Path | None, **more: object) -> Settings:
+    return Settings().with_overrides(bootstrap_servers=bootstrap, state_dir=state_dir, **more)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    level = "DEBUG" if verbose else os.environ.get("STREAMREC_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("librdkafka").setLevel(logging.WARNING)
+    for noisy in ("aiokafka", "faust", "mode", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def broker(engine: Annotated[str, typer.Option(help="tansu (embedded, in memory) or kafka "
+                                                    "(Apache Kafka 3.9 KRaft, durable)")] = "tansu",
+           port: Annotated[int, typer.Option(help="listener port on 127.0.0.1")] = 9092,
+           data_dir: Annotated[Optional[Path], typer.Option(help="kafka engine: log dir "
+                                                            "[default: STATE_DIR/kafka]")] = None,
+           partitions: Annotated[int, typer.Option(help="partitions per topic")] = 1,
+           state_dir: StateDir = None, verbose: Verbose = False) -> None:
+    """Run a local broker with the contract's topics until Ctrl-C."""
+    from streamrec.broker import ensure_topics, start_broker
+
+    setup_logging(verbose)
+    if engine not in ("tansu", "kafka"):
+        raise typer.BadParameter("--engine must be tansu or kafka")
+    s = settings_from(f"127.0.0.1:{port}", state_dir, partitions=partitions)
+    if engine == "kafka" and data_dir is None:
+        data_dir = s.state_dir / "kafka"
+    b = start_broker(engine, port, data_dir)  # type: ignore[arg-type]
+    ensure_topics(s)
+    typer.echo(f"{engine} broker ready on {b.bootstrap} (topics: {', '.join(s.topics)}); "
+               "Ctrl-C stops it")
+    _wait_for_signal()
+    b.stop()
+    typer.echo("broker stopped")
+
+
+def _wait_for_signal() -> None:
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+
+
+@app.command()
+def worker(bootstrap_servers: Bootstrap = None, state_dir: StateDir = None,
+           max_batch: Annotated[Optional[int], typer.Option(help="events per micro-batch")] = None,
+           batch_window: Annotated[Optional[float], typer.Option(
+               help="seconds to wait for a batch to fill")] = None,
+           no_progress: Annotated[bool, typer.Option(help="no progress bars")] = False,
+           verbose: Verbose = False) -> None:
+    """The stream worker: micro-batched fit_partial and top-N refresh."""
+    from stream_app.app import run_worker
+
+    setup_logging(verbose)
+    s = settings_from(bootstrap_servers, state_dir, max_batch=max_batch,
+                      batch_window_s=batch_window)
+    run_worker(s, progress=not no_progress, loglevel="DEBUG" if verbose else "WARNING")
+
+
+@app.command()
+def serve(bootstrap_servers: Bootstrap = None, state_dir: StateDir = None,
+          host: Annotated[Optional[str], typer.Option(help="bind address")] = None,
+          port: Annotated[Optional[int], typer.Option(help="HTTP port [default: 8000]")] = None,
+          verbose: Verbose = False) -> None:
+    """The lookup consumer and its HTTP API."""
+    from consumers.api import run_api
+
+    setup_logging(verbose)
+    run_api(settings_from(bootstrap_servers, state_dir, http_host=host, http_port=port))
+
+
+@produce_app.command("movielens")
+def produce_movielens(path: Annotated[Optional[Path], typer.Argument(
+                          help="MovieLens 100K folder [default: found or downloaded]")] = None,
+                      rate: Annotated[Optional[float], typer.Option(help="events/s")] = None,
+                      limit: Annotated[Optional[int], typer.Option(help="at most N ratings")] = None,
+                      skip_fraction: Annotated[float, typer.Option(
+                          help="skip the first F of ratings (time order)")] = 0.0,
+                      no_metadata: Annotated[bool, typer.Option(
+                          help="do not send users/items metadata")] = False,
+                      bootstrap_servers: Bootstrap = None, state_dir: StateDir = None,
+                      verbose: Verbose = False) -> None:
+    """Replay MovieLens 100K in timestamp order as rating events."""
+    from producers.movielens import replay_movielens
+    from streamrec.broker import ensure_topics
+    from streamrec.movielens import find_movielens
+
+    setup_logging(verbose)
+    s = settings_from(bootstrap_servers, state_dir)
+    ensure_topics(s)
+    report = replay_movielens(s, find_movielens(path), rate=rate, limit=limit,
+                              skip_fraction=skip_fraction, metadata=not no_metadata)
+    typer.echo(f"sent {report.sent}, delivered {report.delivered}, failed {report.failed}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@produce_app.command("jsonl")
+def produce_jsonl_cmd(file: Annotated[Path, typer.Argument(help="one JSON event per line")],
+                      rate: Annotated[Optional[float], typer.Option(help="events/s")] = None,
+                      bootstrap_servers: Bootstrap = None, state_dir: StateDir = None,
+                      verbose: Verbose = False) -> None:
+    """Send events from a JSON-lines file (invalid lines are reported and skipped)."""
+    from producers.jsonl import produce_jsonl
+    from streamrec.broker import ensure_topics
+
+    setup_logging(verbose)
+    s = settings_from(bootstrap_servers, state_dir)
+    ensure_topics(s)
+    report, problems = produce_jsonl(s, file, rate)
+    for p in problems[:20]:
+        typer.echo(p, err=True)
+    typer.echo(f"sent {report.sent}, delivered {report.delivered}, invalid {report.invalid}, "
+               f"failed {report.failed}")
+    if problems or report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def recommend(user_id: Annotated[str, typer.Argument(help="the user's id")],
+              n: Annotated[int, typer.Option("-n", help="list length")] = 10,
+              api: Annotated[str, typer.Option(help="lookup API base URL")] =
+              "http://127.0.0.1:8000",
+              bootstrap_servers: Bootstrap = None, state_dir: StateDir = None) -> None:
+    """Print a user's current list (from the lookup API, else from the topic)."""
+    import httpx
+    import orjson
+
+    from consumers.topic_lookup import latest_list
+
+    try:
+        r = httpx.get(f"{api}/recommendations/{user_id}", params={"n": n}, timeout=5)
+        r.raise_for_status()
+        doc = r.json()
+    except httpx.HTTPError:
+        doc = latest_list(settings_from(bootstrap_servers, state_dir), user_id, n)
+    typer.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def demo(data: Annotated[Optional[Path], typer.Option(help="MovieLens 100K folder")] = None,
+         rate: Annotated[float, typer.Option(help="replay rate of the last 10 %, events/s")] = 500,
+         port: Annotated[int, typer.Option(help="HTTP port of the lookup API")] = 8000,
+         bootstrap_servers: Annotated[Optional[str], typer.Option(
+             "--bootstrap-servers", help="use this broker instead of starting Tansu")] = None,
+         state_dir: StateDir = None,
+         exit_after: Annotated[bool, typer.Option(
+             help="stop after the replay instead of serving until Ctrl-C")] = False) -> None:
+    """Everything on one machine: broker, bootstrap, worker, lookup API, MovieLens replay."""
+    from streamrec.demo import run_demo
+
+    setup_logging(False)
+    logging.getLogger().setLevel(logging.WARNING)
+    run_demo(data=data, rate=rate, http_port=port, bootstrap=bootstrap_servers,
+             state_dir=state_dir, serve_forever=not exit_after)
+
+
+def main() -> None:
+    try:
+        app()
+    except StreamrecError as exc:
+        typer.echo(f"streamrec: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

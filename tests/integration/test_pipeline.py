@@ -1,0 +1,220 @@
+"""End to end on a real broker: events -> worker -> recommendations topic -> lookup API."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from producers import EventProducer
+from streamrec.kafka import producer_config
+from streamrec.replay import read_topics
+from streamrec.settings import Settings
+from tests.integration.processes import Proc, get_list, metric, wait_until
+
+pytestmark = pytest.mark.integration
+
+WORKER_START_S = 60  # Faust worker start + group join, generous for a loaded 2-core CI box
+
+
+def start_worker(s: Settings, tmp_path: Path, name: str = "worker") -> Proc:
+    return Proc(["worker", "--no-progress"], s, tmp_path / f"{name}.log").start()
+
+
+def start_lookup(s: Settings, tmp_path: Path, name: str = "serve") -> Proc:
+    return Proc(["serve"], s, tmp_path / f"{name}.log").start()
+
+
+def applied(s: Settings) -> float:
+    return metric(s.worker_metrics_port, "streamrec_worker_state_applied_events")
+
+
+def seed_events(n_users: int = 30, n_items: int = 60, per_user: int = 8,
+                seed: int = 7) -> list[dict]:
+    """A small community: users in two taste groups over two halves of the catalogue."""
+    rng = random.Random(seed)
+    events = []
+    for u in range(n_users):
+        lo = 0 if u % 2 == 0 else n_items // 2
+        for i in rng.sample(range(lo, lo + n_items // 2), per_user):
+            events.append({"user_id": f"u{u}", "item_id": f"i{i}", "event_type": "click"})
+    return events
+
+
+def send(s: Settings, events: list[dict]) -> None:
+    with EventProducer(s) as p:
+        for ev in events:
+            p.send(ev)
+
+
+@pytest.fixture
+def pipeline(settings: Settings, tmp_path: Path):
+    """A running worker and lookup API on fresh topics."""
+    worker = start_worker(settings, tmp_path)
+    lookup = start_lookup(settings, tmp_path)
+    wait_until(lambda: get_list(settings, "nobody")["source"] == "fallback", WORKER_START_S,
+               "lookup API", (lookup,))
+    wait_until(lambda: "streamrec_worker" in __import__("httpx").get(
+        f"http://127.0.0.1:{settings.worker_metrics_port}/metrics").text, WORKER_START_S,
+        "worker metrics", (worker,))
+    yield worker, lookup
+    for p in (worker, lookup):
+        p.stop()
+
+
+def test_new_user_list_within_10s_excludes_seen(settings: Settings, pipeline) -> None:
+    worker, lookup = pipeline
+    base = seed_events()
+    send(settings, base)
+    wait_until(lambda: applied(settings) >= len(base), WORKER_START_S, "seed events applied",
+               (worker,))
+    new_items = ["i1", "i3", "i5"]
+    t0 = time.monotonic()
+    send(settings, [{"user_id": "brand-new", "item_id": i, "event_type": "click"}
+                    for i in new_items])
+    doc = wait_until(lambda: (d := get_list(settings, "brand-new"))["source"] == "model" and d,
+                     10, "brand-new user's list", (worker, lookup))
+    elapsed = time.monotonic() - t0
+    assert elapsed < 10
+    got = [it["item_id"] for it in doc["items"]]
+    assert len(got) == 10
+    assert not set(got) & set(new_items), "a seen item came back"
+    # The user's taste group is the first half of the catalogue: the list should lean there.
+    assert sum(int(i[1:]) < 30 for i in got) >= 6, got
+    assert get_list(settings, "brand-new", n=3)["items"] == doc["items"][:3]
+
+
+def test_new_item_with_features_can_appear(settings: Settings, pipeline) -> None:
+    worker, _ = pipeline
+    base = seed_events()
+    with EventProducer(settings) as p:
+        p.send_item("fresh-item", {"genre": ["Drama"]})
+        for ev in base:
+            p.send(ev)
+        for u in range(0, 20, 2):  # half of one taste group clicks the new item
+            p.send({"user_id": f"u{u}", "item_id": "fresh-item", "event_type": "purchase"})
+    wait_until(lambda: applied(settings) >= len(base) + 10, WORKER_START_S, "events applied",
+               (worker,))
+    others = [f"u{u}" for u in range(20, 30, 2)]  # same group, never touched it
+    hits = wait_until(lambda: [u for u in others if "fresh-item" in
+                               [it["item_id"] for it in get_list(settings, u)["items"]]] or
+                      ("fresh-item" in [it["item_id"] for it in
+                                        get_list(settings, "nobody")["items"]] and ["fallback"]),
+                      20, "fresh-item in a list", (worker,))
+    assert hits
+    clicked = get_list(settings, "u0")["items"]
+    assert "fresh-item" not in [it["item_id"] for it in clicked]
+
+
+INVALID = [
+    b"{not json",
+    b"[1, 2]",
+    b'{"user_id": "", "item_id": "i1"}',
+    b'{"user_id": "u1"}',
+    b'{"user_id": "u1", "item_id": "i1", "event_type": "teleport"}',
+    b'{"user_id": "u1", "item_id": "i1", "event_type": "rating", "rating": "five"}',
+    b'{"user_id": "u1", "item_id": "i1", "event_type": "rating", "rating": 1e999}',
+    b'{"user_id": "u1", "item_id": "i1", "timestamp": -5}',
+    b'{"user_id": "u1", "item_id": "i1", "surprise": true}',
+    b'{"user_id": "u1", "item_id": "i1", "user_features": {"a": {"nested": 1}}}',
+    ('{"user_id": "%s", "item_id": "i1"}' % ("x" * 300)).encode(),
+    b"\xff\xfe not utf-8",
+    None,
+]
+
+
+def test_invalid_events_go_to_dlq_and_valid_ones_all_apply(settings: Settings,
+                                                           pipeline) -> None:
+    worker, _ = pipeline
+    valid = seed_events(n_users=10, per_user=5)
+    raw = Producer(producer_config(settings))
+    for k, ev in enumerate(valid):
+        raw.produce(settings.topic_interactions, key=ev["user_id"].encode(),
+                    value=orjson.dumps(ev))
+        if k < len(INVALID):
+            raw.produce(settings.topic_interactions, key=b"bad", value=INVALID[k])
+    assert raw.flush(10) == 0
+    wait_until(lambda: applied(settings) >= len(valid), WORKER_START_S, "valid events applied",
+               (worker,))
+    wait_until(lambda: metric(settings.worker_metrics_port, "streamrec_worker_events_total",
+                              '{outcome="invalid"}') >= len(INVALID), 20, "invalid counted",
+               (worker,))
+    time.sleep(1.0)
+    assert applied(settings) == len(valid)
+    dlq = [r for chunk in read_topics(settings, [settings.topic_dlq]) for r in chunk]
+    assert len(dlq) == len(INVALID)
+    assert sorted((r[4] or b"") for r in dlq) == sorted((v or b"") for v in INVALID)
+    # every DLQ record says why, in the "error" header
+    from confluent_kafka import Consumer, TopicPartition
+    from streamrec.kafka import consumer_config
+    c = Consumer(consumer_config(settings, "dlq-reader"))
+    c.assign([TopicPartition(settings.topic_dlq, 0, 0)])
+    reasons = []
+    while len(reasons) < len(INVALID):
+        m = c.poll(5)
+        assert m is not None, "DLQ records missing"
+        reasons.append(dict(m.headers() or [])["error"].decode())
+    c.close()
+    assert all(len(r) > 10 for r in reasons)
+    assert any("JSON" in r for r in reasons)
+    assert any("event_type" in r for r in reasons)
+
+
+def test_bootstrap_from_existing_topic(settings: Settings, tmp_path: Path) -> None:
+    """No model yet, events already in the topic: the worker trains on them first."""
+    events = seed_events()
+    send(settings, events)
+    worker = start_worker(settings, tmp_path)
+    lookup = start_lookup(settings, tmp_path)
+    try:
+        doc = wait_until(lambda: (d := get_list(settings, "u4"))["source"] == "model" and d,
+                         WORKER_START_S, "bootstrapped lists", (worker, lookup))
+        seen = {e["item_id"] for e in events if e["user_id"] == "u4"}
+        assert not seen & {it["item_id"] for it in doc["items"]}
+        wait_until(lambda: applied(settings) == len(events), 10, "all events in state",
+                   (worker,))
+    finally:
+        worker.stop()
+        lookup.stop()
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_restart_worker_and_lookup_loses_nothing(settings: Settings, tmp_path: Path,
+                                                 how: str) -> None:
+    """Events without event_id (so dedup cannot hide a double application) across a worker
+    stop (clean or killed) and a lookup restart: the state holds each event exactly once."""
+    sig = signal.SIGTERM if how == "sigterm" else signal.SIGKILL
+    first, second = seed_events(seed=1), seed_events(seed=2, n_users=12)
+    worker = start_worker(settings, tmp_path, "worker1")
+    lookup = start_lookup(settings, tmp_path, "serve1")
+    try:
+        wait_until(lambda: applied(settings) == 0 and worker.alive(), WORKER_START_S,
+                   "worker up", (worker,))
+        send(settings, first)
+        wait_until(lambda: applied(settings) == len(first), WORKER_START_S, "first batch",
+                   (worker,))
+        wait_until(lambda: get_list(settings, "u3")["source"] == "model", 10, "lists", (lookup,))
+        before = get_list(settings, "u3")
+        worker.stop(sig)
+        lookup.stop()
+        send(settings, second)  # while the worker is down
+        lookup = start_lookup(settings, tmp_path, "serve2")
+        # the restarted lookup serves the stored list at once
+        wait_until(lambda: get_list(settings, "u3")["items"], 15, "stored list", (lookup,))
+        worker = start_worker(settings, tmp_path, "worker2")
+        wait_until(lambda: applied(settings) == len(first) + len(second), WORKER_START_S,
+                   "every event applied once", (worker,))
+        time.sleep(2.0)  # redelivered records must not be applied again
+        assert applied(settings) == len(first) + len(second)
+        after = wait_until(lambda: (d := get_list(settings, "u3"))["updated_at"] >
+                           before["updated_at"] and d, 15, "u3's list refreshed", (lookup,))
+        seen = {e["item_id"] for e in first + second if e["user_id"] == "u3"}
+        assert not seen & {it["item_id"] for it in after["items"]}
+    finally:
+        worker.stop()
+        lookup.stop()
