@@ -154,6 +154,8 @@ class PaddedLightFM:
             if interactions.nnz == 0:
                 return
         uf, itf = self.users.matrix(), self.items.matrix()
+        if self.params.loss == "warp-kos":
+            weights = None  # LightFM's k-OS loss takes no sample weights: events count equally
         for epoch in range(epochs):
             self.lightfm.fit_partial(interactions, user_features=uf, item_features=itf,
                                      sample_weight=weights, epochs=1, num_threads=num_threads)
@@ -184,9 +186,11 @@ class PaddedLightFM:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"{s}_{a}": getattr(self.lightfm, f"{s}_{a}") for s in SIDES for a in ARRAYS}
-        arrays["rng_state_keys"] = self.lightfm.random_state.get_state()[1]
+        rng = self.lightfm.random_state.get_state()
+        arrays["rng_state_keys"] = rng[1]
         doc = {"format": "streamrec-model/1", "params": asdict(self.params),
                "user_capacity": self.user_capacity, "item_capacity": self.item_capacity,
+               "rng_state": [int(rng[2]), int(rng[3]), float(rng[4])],
                "user_features": {str(r): f for r, f in self.users.items()},
                "item_features": {str(r): f for r, f in self.items.items()},
                **(meta or {})}
@@ -210,9 +214,9 @@ class PaddedLightFM:
         for s in SIDES:
             for a in ARRAYS:
                 setattr(model.lightfm, f"{s}_{a}", np.ascontiguousarray(npz[f"{s}_{a}"]))
-        state = list(model.lightfm.random_state.get_state())
-        state[1] = npz["rng_state_keys"]
-        model.lightfm.random_state.set_state(tuple(state))
+        pos, has_gauss, gauss = doc["rng_state"]
+        model.lightfm.random_state.set_state(("MT19937", npz["rng_state_keys"], pos, has_gauss,
+                                              gauss))
         for r, f in doc.get("user_features", {}).items():
             model.users.set(int(r), f)
         for r, f in doc.get("item_features", {}).items():
