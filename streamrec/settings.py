@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     session_timeout_ms: int = Field(6000, ge=1000,
                                     description="small: Tansu joins take half of it")
+    compaction_segment_ms: int = Field(600_000, ge=100,
+                                       description="segment roll of compacted topics")
     worker_group: str = "streamrec-worker"
     broker_wait_s: float = 20.0
 

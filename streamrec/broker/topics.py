@@ -18,8 +18,8 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
 
     ``users`` and ``items`` are compacted too: their latest value per key is the metadata.
     """
-    compact = {"cleanup.policy": "compact", "segment.ms": "60000",
-               "min.cleanable.dirty.ratio": "0.1"}
+    compact = {"cleanup.policy": "compact", "segment.ms": str(settings.compaction_segment_ms),
+               "min.cleanable.dirty.ratio": "0.1", "min.compaction.lag.ms": "0"}
     return {settings.topic_recommendations: dict(compact),
             settings.topic_users: dict(compact),
             settings.topic_items: dict(compact)}
