@@ -202,7 +202,7 @@ class Engine:
         exclude = [self.seen.get(int(r), ()) for r in user_rows]
         picked = top_n(scores, n, len(self.items), exclude)
         ids = self.items.ids_of
-        return [list(zip(ids(rows), s.astype(float).tolist())) for rows, s in picked]
+        return [list(zip(ids(rows), np.round(s, 5).tolist())) for rows, s in picked]
 
     def recommend(self, user_id: str, n: int) -> tuple[list[tuple[str, float]], str]:
         """A user's list and its source; an unknown user gets the popular fallback."""
@@ -223,7 +223,7 @@ class Engine:
         """The contract's recommendation list as the JSON bytes published and served."""
         return orjson.dumps({
             "user_id": user_id,
-            "items": [{"item_id": i, "score": round(s, 5)} for i, s in items],
+            "items": [{"item_id": i, "score": s} for i, s in items],
             "model_version": self.model_version,
             "updated_at": time.time() if now is None else now,
             "source": source,

@@ -25,7 +25,7 @@ def top_n(scores: np.ndarray, n: int, n_valid_items: int,
     if k <= 0:
         return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in range(len(scores))]
     if k < scores.shape[1]:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        part = np.argpartition(scores, scores.shape[1] - k, axis=1)[:, -k:]
     else:
         part = np.tile(np.arange(scores.shape[1]), (len(scores), 1))
     part_scores = np.take_along_axis(scores, part, axis=1)

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(EVENT_WEIGHTS_DEFAULT))
 
     # --- worker --------------------------------------------------------------------------
-    max_batch: int = Field(500, ge=1, description="events per micro-batch at most")
+    max_batch: int = Field(2000, ge=1, description="events per micro-batch at most")
     batch_window_s: float = Field(0.05, gt=0, description="wait at most this for a batch")
     top_n: int = Field(20, ge=1, description="length of stored lists")
     checkpoint_interval_s: float = Field(5.0, gt=0)
