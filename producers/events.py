@@ -22,9 +22,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DeliveryReport:
-    """Counts of what was sent; ``errors`` keeps the first few delivery failures."""
+    """Counts of what was sent (``sent``: events, ``metadata``: users/items records);
+    ``errors`` keeps the first few delivery failures."""
 
     sent: int = 0
+    metadata: int = 0
     delivered: int = 0
     failed: int = 0
     invalid: int = 0
@@ -59,19 +61,20 @@ class EventProducer:
                 self.report.errors.append(f"{msg.topic()}: {err}")
             log.error("delivery to %s failed: %s", msg.topic(), err)
 
-    def _produce(self, topic: str, key: str, value: bytes, timestamp: float | None = None) -> None:
-        kwargs: dict[str, Any] = {"on_delivery": self._on_delivery}
-        if timestamp is not None:
-            kwargs["timestamp"] = int(timestamp * 1000)
+    def _produce(self, topic: str, key: str, value: bytes, metadata: bool = False) -> None:
         while True:
             try:
-                self._producer.produce(topic, key=key.encode("utf-8"), value=value, **kwargs)
+                self._producer.produce(topic, key=key.encode("utf-8"), value=value,
+                                       on_delivery=self._on_delivery)
                 break
             except BufferError:
                 self._producer.poll(0.05)
             except KafkaException as exc:
                 raise BrokerUnavailable(f"cannot produce to {topic}: {exc}") from exc
-        self.report.sent += 1
+        if metadata:
+            self.report.metadata += 1
+        else:
+            self.report.sent += 1
         self._producer.poll(0)
 
     def send(self, event: Mapping[str, Any] | Interaction) -> Interaction:
@@ -88,12 +91,12 @@ class EventProducer:
     def send_user(self, user_id: str, features: Mapping[str, Any]) -> None:
         meta = EntityMetadata(user_id=user_id, features=dict(features))
         self._produce(self.settings.topic_users, meta.user_id,
-                      orjson.dumps(meta.model_dump(exclude_none=True)))
+                      orjson.dumps(meta.model_dump(exclude_none=True)), metadata=True)
 
     def send_item(self, item_id: str, features: Mapping[str, Any]) -> None:
         meta = EntityMetadata(item_id=item_id, features=dict(features))
         self._produce(self.settings.topic_items, meta.item_id,
-                      orjson.dumps(meta.model_dump(exclude_none=True)))
+                      orjson.dumps(meta.model_dump(exclude_none=True)), metadata=True)
 
     def flush(self, timeout: float = 30.0) -> DeliveryReport:
         """Wait for every sent record; raise if some could not be delivered in time."""

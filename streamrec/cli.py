@@ -126,7 +126,8 @@ def produce_movielens(path: Annotated[Optional[Path], typer.Argument(
     ensure_topics(s)
     report = replay_movielens(s, find_movielens(path), rate=rate, limit=limit,
                               skip_fraction=skip_fraction, metadata=not no_metadata)
-    typer.echo(f"sent {report.sent}, delivered {report.delivered}, failed {report.failed}")
+    typer.echo(f"sent {report.sent} ratings and {report.metadata} metadata records, "
+               f"delivered {report.delivered}, failed {report.failed}")
     if report.failed:
         raise typer.Exit(1)
 

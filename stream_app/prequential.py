@@ -1,0 +1,606 @@
+"""Prequential (test-then-train) evaluation of streaming recommenders, no Kafka in it.
+
+The protocol (river's ``progressive_val_score`` for top-N lists):
+
+1. the events are in time order; the first ``split`` of them train the model;
+2. for every later event, in order: if it is a positive (rating >= 4), ask the model for
+   the user's top ``n`` (items the user already interacted with excluded) and count a hit
+   if the event's item is in it; then feed the event to the model (positives and
+   negatives alike). Models decide themselves when to learn from what they were fed.
+
+Reported: hit@n overall and for new users (no positive before the split) vs returning
+ones, catalogue coverage of the lists served, mean popularity rank of recommended items
+(1 = the most liked item before the split) and run time.
+
+Any object with ``fit_initial(events)``, ``recommend(user, n, exclude)`` and
+``update(events)`` can be evaluated (:class:`PrequentialModel`); adapters here cover
+popularity baselines and streamrec's :class:`~stream_app.engine.Engine` driven exactly as
+the worker drives it (static, periodic full retrain, micro-batches of ``B`` events), plus
+the improvements measured in ``docs/evaluation-notes.md`` (fold-in, co-occurrence blend).
+
+Run everything: ``python -m stream_app.prequential --out bench/results``.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from stream_app.cooccurrence import CooccurrenceIndex, blend
+from stream_app.engine import Engine
+from stream_app.foldin import fold_in_lightfm
+from stream_app.topn import top_n
+from streamrec.schema import Interaction
+from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+POSITIVE = 4.0
+"""Rating at or above which an event is a positive the protocol tests on."""
+
+
+# --------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Stream:
+    """Rated interactions in time order, users and items coded to dense ints.
+
+    ``user_ids[code]`` / ``item_ids[code]`` give the external ids; metadata is keyed by them.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray
+    timestamps: np.ndarray
+    user_ids: tuple[str, ...]
+    item_ids: tuple[str, ...]
+    user_features: Mapping[str, dict] = field(default_factory=dict)
+    item_features: Mapping[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def from_triples(cls, users: Sequence[str], items: Sequence[str], ratings: Sequence[float],
+                     timestamps: Sequence[float] | None = None,
+                     user_features: Mapping[str, dict] | None = None,
+                     item_features: Mapping[str, dict] | None = None) -> "Stream":
+        """Code external ids (in order of first appearance); the order of events is kept."""
+        ucodes, uids = _code(users)
+        icodes, iids = _code(items)
+        ts = np.arange(len(ucodes), dtype=np.float64) if timestamps is None else \
+            np.asarray(timestamps, dtype=np.float64)
+        return cls(ucodes, icodes, np.asarray(ratings, dtype=np.float64), ts, uids, iids,
+                   dict(user_features or {}), dict(item_features or {}))
+
+    @classmethod
+    def from_movielens(cls, ml: Any) -> "Stream":
+        """A :class:`~streamrec.movielens.MovieLens` (already in time order) as a stream."""
+        return cls.from_triples(ml.users.tolist(), ml.items.tolist(), ml.ratings,
+                                ml.timestamps, ml.user_features, ml.item_features)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def split_index(self, fraction: float) -> int:
+        return int(len(self) * fraction)
+
+    def events(self, start: int, stop: int) -> "Events":
+        return Events(self, start, stop)
+
+    @functools.cached_property
+    def user_code(self) -> dict[str, int]:
+        return {u: k for k, u in enumerate(self.user_ids)}
+
+    @functools.cached_property
+    def item_code(self) -> dict[str, int]:
+        return {i: k for k, i in enumerate(self.item_ids)}
+
+    @functools.cached_property
+    def interactions(self) -> list[Interaction]:
+        """Every event as the contract's record (what the producer sends), built once."""
+        uids, iids = self.user_ids, self.item_ids
+        return [Interaction(user_id=uids[u], item_id=iids[i], event_type="rating",
+                            rating=float(r), timestamp=float(t), event_id=f"ev-{k}")
+                for k, (u, i, r, t) in enumerate(zip(self.users.tolist(), self.items.tolist(),
+                                                     self.ratings.tolist(),
+                                                     self.timestamps.tolist()))]
+
+
+def _code(ids: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+    table: dict[str, int] = {}
+    codes = np.fromiter((table.setdefault(x, len(table)) for x in ids), np.int64, len(ids))
+    return codes, tuple(table)
+
+
+@dataclass(frozen=True)
+class Events:
+    """A contiguous slice ``[start, stop)`` of a stream: what a model is fed at once."""
+
+    stream: Stream
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def users(self) -> np.ndarray:
+        return self.stream.users[self.start:self.stop]
+
+    @property
+    def items(self) -> np.ndarray:
+        return self.stream.items[self.start:self.stop]
+
+    @property
+    def ratings(self) -> np.ndarray:
+        return self.stream.ratings[self.start:self.stop]
+
+    def positives(self, threshold: float = POSITIVE) -> tuple[np.ndarray, np.ndarray]:
+        keep = self.ratings >= threshold
+        return self.users[keep], self.items[keep]
+
+    def interactions(self) -> list[Interaction]:
+        return self.stream.interactions[self.start:self.stop]
+
+
+# --------------------------------------------------------------------------- protocol
+class PrequentialModel(Protocol):
+    """What the runner needs from a model. Users and items are the stream's int codes."""
+
+    name: str
+
+    def fit_initial(self, events: Events) -> None:
+        """Learn from the training part (called once, before any other method)."""
+
+    def recommend(self, user: int, n: int, exclude: set[int]) -> Sequence[int]:
+        """Up to ``n`` item codes, best first, none of them in ``exclude``."""
+
+    def update(self, events: Events) -> None:
+        """Events that just happened (one at a time in the protocol); learn when you like."""
+
+
+def top_items(scores: np.ndarray, n: int, exclude: Iterable[int] = ()) -> np.ndarray:
+    """Best ``n`` columns of a 1-D score vector, best first, ``exclude`` left out."""
+    ex = exclude if isinstance(exclude, (set, list, np.ndarray)) else list(exclude)
+    return top_n(np.array(scores, dtype=np.float64)[None, :], n, len(scores), [ex])[0][0]
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class RunResult:
+    """Per-positive outcomes of one run, and what they add up to."""
+
+    name: str
+    hits: np.ndarray
+    new_user: np.ndarray
+    event_index: np.ndarray
+    served: np.ndarray
+    pop_rank_sum: float
+    n_served: int
+    fit_seconds: float
+    seconds: float
+    n: int = 10
+
+    def hit_rate(self, mask: np.ndarray | None = None) -> float:
+        h = self.hits if mask is None else self.hits[mask]
+        return float(h.mean()) if len(h) else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            f"hit@{self.n}": round(self.hit_rate(), 4),
+            f"hit@{self.n}_new": round(self.hit_rate(self.new_user), 4),
+            f"hit@{self.n}_returning": round(self.hit_rate(~self.new_user), 4),
+            "positives": int(len(self.hits)),
+            "positives_new": int(self.new_user.sum()),
+            "hits": int(self.hits.sum()),
+            "coverage": round(float((self.served > 0).mean()), 4),
+            "mean_popularity_rank": round(self.pop_rank_sum / max(1, self.n_served), 1),
+            "fit_seconds": round(self.fit_seconds, 1),
+            "seconds": round(self.seconds, 1),
+        }
+
+    def rolling(self, window: int = 500) -> np.ndarray:
+        """Hit rate over the last ``window`` positives, per positive."""
+        c = np.concatenate([[0.0], np.cumsum(self.hits, dtype=np.float64)])
+        k = np.arange(1, len(self.hits) + 1)
+        lo = np.maximum(0, k - window)
+        return (c[k] - c[lo]) / (k - lo)
+
+    def cumulative(self) -> np.ndarray:
+        return np.cumsum(self.hits, dtype=np.float64) / np.arange(1, len(self.hits) + 1)
+
+
+def popularity_ranks(events: Events, n_items: int, threshold: float = POSITIVE) -> np.ndarray:
+    """1-based rank of every item by its positives in ``events`` (ties: lower code first)."""
+    _, items = events.positives(threshold)
+    counts = np.bincount(items, minlength=n_items)
+    order = np.lexsort((np.arange(n_items), -counts))
+    ranks = np.empty(n_items, np.int64)
+    ranks[order] = np.arange(1, n_items + 1)
+    return ranks
+
+
+def run_prequential(model: PrequentialModel, stream: Stream, split: float = 0.9,
+                    end: float = 1.0, n: int = 10, threshold: float = POSITIVE,
+                    progress: bool = True) -> RunResult:
+    """Train on ``[0, split)``, then test-then-train every event of ``[split, end)``.
+
+    ``split=0.8, end=0.9`` is the held-out window for choosing hyperparameters; the test
+    window ``[0.9, 1.0)`` is only for reporting.
+    """
+    lo, hi = stream.split_index(split), stream.split_index(end)
+    initial = stream.events(0, lo)
+    t0 = time.perf_counter()
+    model.fit_initial(initial)
+    fit_s = time.perf_counter() - t0
+    history: dict[int, set[int]] = {}
+    for u, i in zip(initial.users.tolist(), initial.items.tolist()):
+        history.setdefault(u, set()).add(i)
+    returning = set(initial.positives(threshold)[0].tolist())
+    ranks = popularity_ranks(initial, stream.n_items, threshold)
+    served = np.zeros(stream.n_items, np.int64)
+    hits, new_user, index = [], [], []
+    rank_sum, n_served = 0.0, 0
+    users, items, ratings = stream.users.tolist(), stream.items.tolist(), stream.ratings.tolist()
+    steps: Iterable[int] = range(lo, hi)
+    if progress:
+        from tqdm import tqdm
+        steps = tqdm(steps, desc=f"prequential {model.name}", unit="ev", leave=False,
+                     mininterval=1.0)
+    for k in steps:
+        u, i = users[k], items[k]
+        seen = history.setdefault(u, set())
+        if ratings[k] >= threshold:
+            recs = np.asarray(model.recommend(u, n, seen), dtype=np.int64)[:n]
+            hits.append(i in set(recs.tolist()))
+            new_user.append(u not in returning)
+            index.append(k)
+            served[recs] += 1
+            rank_sum += float(ranks[recs].sum())
+            n_served += len(recs)
+        seen.add(i)
+        model.update(stream.events(k, k + 1))
+    model_finish = getattr(model, "finish", None)
+    if model_finish is not None:
+        model_finish()
+    total = time.perf_counter() - t0
+    log.info("prequential %s: %d positives in %.1f s", model.name, len(hits), total)
+    return RunResult(model.name, np.array(hits, bool), np.array(new_user, bool),
+                     np.array(index, np.int64), served, rank_sum, n_served, fit_s, total, n)
+
+
+# --------------------------------------------------------------------------- popularity
+class Popularity:
+    """Most-liked items, all time (``window=None``) or over the last ``window`` positives."""
+
+    def __init__(self, window: int | None = None, threshold: float = POSITIVE,
+                 name: str | None = None) -> None:
+        self.window = window
+        self.threshold = threshold
+        self.name = name or ("popularity" if window is None else f"recent popularity {window}")
+        self.counts = np.zeros(0, np.float64)
+        self.recent: deque[int] = deque()
+
+    def _add(self, events: Events) -> None:
+        _, items = events.positives(self.threshold)
+        for i in items.tolist():
+            self.counts[i] += 1
+            if self.window is not None:
+                self.recent.append(i)
+                if len(self.recent) > self.window:
+                    self.counts[self.recent.popleft()] -= 1
+
+    def fit_initial(self, events: Events) -> None:
+        self.counts = np.zeros(events.stream.n_items, np.float64)
+        self._add(events)
+
+    def recommend(self, user: int, n: int, exclude: set[int]) -> np.ndarray:
+        return top_items(self.counts, n, exclude)
+
+    def update(self, events: Events) -> None:
+        self._add(events)
+
+
+# --------------------------------------------------------------------------- the engine
+def engine_settings(**overrides: Any) -> Settings:
+    """The worker's defaults with single-threaded (reproducible) training."""
+    return Settings(**{"num_threads": 1, **overrides})
+
+
+def bootstrap_engine(settings: Settings, events: Events, metadata: bool = True) -> Engine:
+    """An engine as the worker's ``bootstrap()`` leaves it: metadata of every user and item
+    (the MovieLens replay sends it first), the events applied untrained, then one full fit
+    of ``settings.epochs_bootstrap`` epochs."""
+    engine = Engine(settings)
+    stream = events.stream
+    if metadata:
+        for uid in stream.user_ids:
+            feats = stream.user_features.get(uid)
+            if feats:
+                engine.apply_user_features(uid, feats)
+        for iid in stream.item_ids:
+            feats = stream.item_features.get(iid)
+            if feats:
+                engine.apply_item_features(iid, feats)
+    if len(events):
+        engine.apply_interactions(events.interactions(), train=False)
+        u, i, v = engine.last_batch_arrays
+        engine.fit_all(settings.epochs_bootstrap, u, i, v)
+    return engine
+
+
+class BootstrapCache:
+    """Bootstrapped engines by (settings, metadata, slice): each run gets a deep copy, so
+    the 30-epoch fit is paid once per configuration and every copy starts identical."""
+
+    def __init__(self) -> None:
+        self._engines: dict[tuple, Engine] = {}
+
+    def get(self, settings: Settings, events: Events, metadata: bool = True) -> Engine:
+        key = (settings.model_dump_json(), metadata, id(events.stream), events.start,
+               events.stop)
+        if key not in self._engines:
+            self._engines[key] = bootstrap_engine(settings, events, metadata)
+        return copy.deepcopy(self._engines[key])
+
+
+class EngineModel:
+    """streamrec's :class:`Engine` in the protocol, fed micro-batches of ``batch_size``
+    events through ``apply_interactions`` exactly as the worker does; ``batch_size=None``:
+    bootstrapped and never updated (static).
+
+    Lists: a user the engine does not know gets its fallback (recent popular) list; a
+    known user the model list, as ``Engine.recommend`` serves it. ``untrained_fallback``
+    also sends known users without a trained positive to the fallback.
+    """
+
+    def __init__(self, settings: Settings | None = None, batch_size: int | None = 1,
+                 metadata: bool = True, untrained_fallback: bool = False,
+                 name: str | None = None, cache: BootstrapCache | None = None) -> None:
+        self.settings = settings or engine_settings()
+        self.batch_size = batch_size
+        self.metadata = metadata
+        self.untrained_fallback = untrained_fallback
+        self.name = name or ("streamrec static" if batch_size is None
+                             else f"streamrec B={batch_size}")
+        self.cache = cache
+        self.engine: Engine | None = None
+        self.stream: Stream | None = None
+        self._pending: tuple[int, int] | None = None
+        self._item_codes = np.zeros(0, np.int64)
+
+    # -- lifecycle
+    def fit_initial(self, events: Events) -> None:
+        self.stream = events.stream
+        self.engine = (self.cache.get(self.settings, events, self.metadata) if self.cache
+                       else bootstrap_engine(self.settings, events, self.metadata))
+        self.after_bootstrap(events)
+
+    def after_bootstrap(self, events: Events) -> None:
+        """Hook for variants that keep state beside the engine."""
+
+    def update(self, events: Events) -> None:
+        if self.batch_size is None:
+            return
+        start = events.start if self._pending is None else self._pending[0]
+        self._pending = (start, events.stop)
+        if events.stop - start >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending is None:
+            return
+        batch = self.stream.events(*self._pending)
+        self._pending = None
+        outcome = self.engine.apply_interactions(batch.interactions(), train=True)
+        self.after_batch(batch, outcome)
+
+    def finish(self) -> None:
+        self.flush()
+
+    def after_batch(self, batch: Events, outcome: Any) -> None:
+        """Hook run after each micro-batch was applied and trained."""
+
+    # -- lists
+    def item_codes(self) -> np.ndarray:
+        """Engine item row -> stream item code (rows are assigned in order, never reused)."""
+        e = self.engine
+        if len(self._item_codes) < len(e.items):
+            code = self.stream.item_code
+            extra = [code[x] for x in e.items.ids_of(range(len(self._item_codes), len(e.items)))]
+            self._item_codes = np.concatenate([self._item_codes, np.asarray(extra, np.int64)])
+        return self._item_codes
+
+    def item_rows(self, codes: Iterable[int]) -> set[int]:
+        e, ids = self.engine, self.stream.item_ids
+        rows = (e.items.get(ids[c]) for c in codes)
+        return {r for r in rows if r is not None}
+
+    def fallback(self, n: int, exclude: set[int]) -> np.ndarray:
+        e = self.engine
+        rows = [r for r, c in e.popularity.most_common(n + len(exclude)) if c > 0]
+        codes = self.item_codes()[np.asarray(rows, np.int64)] if rows else np.empty(0, np.int64)
+        return np.array([c for c in codes.tolist() if c not in exclude][:n], np.int64)
+
+    def score_row(self, row: int) -> np.ndarray:
+        """(item capacity,) scores of one user row; variants blend or replace them."""
+        return self.engine.model.scores(np.array([row]))[0]
+
+    def recommend(self, user: int, n: int, exclude: set[int]) -> np.ndarray:
+        e = self.engine
+        row = e.users.get(self.stream.user_ids[user])
+        if row is None or (self.untrained_fallback and row not in e.trained_users):
+            return self.fallback(n, exclude)
+        scores = self.score_row(row)[None, :].astype(np.float64)
+        ex = e.seen.get(row, set()) | self.item_rows(exclude)
+        rows, _ = top_n(scores, n, len(e.items), [ex])[0]
+        return self.item_codes()[rows]
+
+
+class PeriodicRetrain(EngineModel):
+    """A fresh engine bootstrapped on everything so far every ``every`` events (the
+    retrain job on a schedule), unchanged in between."""
+
+    def __init__(self, settings: Settings | None = None, every: int = 2000,
+                 metadata: bool = True, name: str | None = None) -> None:
+        super().__init__(settings, None, metadata, name=name or f"streamrec retrain/{every}")
+        self.every = every
+        self._since = 0
+
+    def update(self, events: Events) -> None:
+        self._since += len(events)
+        if self._since >= self.every:
+            self._since = 0
+            self.engine = bootstrap_engine(self.settings, self.stream.events(0, events.stop),
+                                           self.metadata)
+            self._item_codes = np.zeros(0, np.int64)
+
+
+class ImprovedEngine(EngineModel):
+    """The engine plus what ``docs/evaluation-notes.md`` measured, each part switchable.
+
+    - ``cooc_weight`` > 0: blend z-scored LightFM scores with an incremental item-item
+      co-occurrence score (:mod:`stream_app.cooccurrence`) built on the engine's rows.
+    - ``fold_in``: after each micro-batch, set the representation of every user with a
+      new positive by an ALS solve over their positives (:mod:`stream_app.foldin`);
+      ``fold_in_max`` limits it to users with at most that many positives.
+    - ``carry`` > 0: every batch user's last ``carry`` earlier positives go into the WARP
+      batch with weight ``carry_weight`` (0: only so they are not sampled as negatives).
+    """
+
+    def __init__(self, settings: Settings | None = None, batch_size: int = 1,
+                 cooc_weight: float = 0.0, cooc_alpha: float = 0.7, cooc_recent: int = 20,
+                 fold_in: bool = False, fold_reg: float = 0.1, fold_alpha: float = 1.0,
+                 fold_scale: float = 1.0, fold_mix: float = 1.0, fold_in_max: int | None = None,
+                 carry: int = 0, carry_weight: float = 0.0, metadata: bool = True,
+                 untrained_fallback: bool = False, name: str | None = None,
+                 cache: BootstrapCache | None = None) -> None:
+        super().__init__(settings, batch_size, metadata, untrained_fallback, name=name,
+                         cache=cache)
+        self.cooc_weight = cooc_weight
+        self.fold = dict(reg=fold_reg, alpha=fold_alpha, scale=fold_scale, mix=fold_mix)
+        self.fold_in, self.fold_in_max = fold_in, fold_in_max
+        self.carry, self.carry_weight = carry, carry_weight
+        self.cooc = CooccurrenceIndex(alpha=cooc_alpha, recent=cooc_recent)
+        if name is None:
+            parts = [f"B={batch_size}"]
+            if fold_in:
+                parts.append("fold-in")
+            if cooc_weight > 0:
+                parts.append(f"cooc {cooc_weight:g}")
+            if carry:
+                parts.append(f"carry {carry}")
+            self.name = "streamrec+ " + " ".join(parts)
+
+    def _positive_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        u, i, v = self.engine.last_batch_arrays
+        keep = v > 0
+        return u[keep], i[keep]
+
+    def after_bootstrap(self, events: Events) -> None:
+        e = self.engine
+        # The bootstrap's arrays are the last applied batch: every training positive.
+        u, i = self._positive_rows()
+        self.cooc.add(u.tolist(), i.tolist())
+        if self.fold_in:
+            self._fold(np.unique(u))
+
+    def update(self, events: Events) -> None:
+        if self.carry:
+            self._pending = (events.start if self._pending is None else self._pending[0],
+                             events.stop)
+            if self._pending[1] - self._pending[0] >= self.batch_size:
+                self._flush_with_carry()
+            return
+        super().update(events)
+
+    def _flush_with_carry(self) -> None:
+        """apply_interactions(train=False), then one fit_partial with carried positives."""
+        batch = self.stream.events(*self._pending)
+        self._pending = None
+        e = self.engine
+        outcome = e.apply_interactions(batch.interactions(), train=False)
+        u, i, v = e.last_batch_arrays
+        cu, ci = [], []
+        for r in np.unique(u[v > 0]).tolist():
+            prev = self.cooc.positives(r)[-self.carry:]
+            cu.extend([r] * len(prev))
+            ci.extend(prev)
+        fit_with_context(e, u, i, v, np.asarray(cu, np.int32), np.asarray(ci, np.int32),
+                         self.carry_weight)
+        self.after_batch(batch, outcome)
+
+    def after_batch(self, batch: Events, outcome: Any) -> None:
+        u, i = self._positive_rows()
+        if len(u) == 0:
+            return
+        self.cooc.add(u.tolist(), i.tolist())
+        if self.fold_in:
+            self._fold(np.unique(u))
+
+    def _fold(self, rows: np.ndarray) -> None:
+        pos = [self.cooc.positives(r) for r in rows.tolist()]
+        if self.fold_in_max is not None:
+            keep = [k for k, p in enumerate(pos) if len(p) <= self.fold_in_max]
+            rows, pos = rows[keep], [pos[k] for k in keep]
+        fold_in_lightfm(self.engine.model, rows, pos, len(self.engine.items), **self.fold)
+
+    def score_row(self, row: int) -> np.ndarray:
+        s = super().score_row(row)
+        if self.cooc_weight <= 0:
+            return s
+        c = self.cooc.scores([row], len(s))
+        return blend(s[None, :], c, self.cooc_weight, len(self.engine.items))[0]
+
+
+def fit_with_context(engine: Engine, u: np.ndarray, i: np.ndarray, v: np.ndarray,
+                     cu: np.ndarray, ci: np.ndarray, context_weight: float) -> None:
+    """``fit_partial`` on a batch plus context positives (earlier positives of its users).
+
+    WARP treats every entry of the matrix it is given as a positive that must not be
+    sampled as a negative; a context entry with weight 0 only does that, a small weight
+    also rehearses it. Weights must share the interactions' sparsity, so the weight
+    vector carries the context weight on context entries.
+    """
+    import scipy.sparse as sp
+
+    m = engine.model
+    keep = v > 0
+    bu, bi, bv = u[keep], i[keep], v[keep]
+    if len(bu) == 0:
+        return
+    shape = (m.user_capacity, m.item_capacity)
+    batch = sp.coo_matrix((bv.astype(np.float32), (bu, bi)), shape=shape).tocsr()
+    ctx = sp.coo_matrix((np.ones(len(cu), np.float32), (cu, ci)), shape=shape).tocsr()
+    ctx.data[:] = 1.0
+    ctx = ctx - ctx.multiply(batch > 0)  # an item both in batch and context: batch wins
+    ctx.eliminate_zeros()
+    both = (batch + ctx).tocoo()
+    w = sp.coo_matrix(((batch + ctx * 0).tocoo()).toarray()[both.row, both.col],
+                      shape=shape) if False else None
+    weights = np.where(np.asarray(batch[both.row, both.col]).ravel() > 0,
+                       np.asarray(batch[both.row, both.col]).ravel(),
+                       np.float32(context_weight)).astype(np.float32)
+    inter = sp.coo_matrix((np.ones(both.nnz, np.float32), (both.row, both.col)), shape=shape)
+    wmat = sp.coo_matrix((weights, (both.row, both.col)), shape=shape)
+    uf, itf = m.users.matrix(), m.items.matrix()
+    for _ in range(engine.settings.epochs_per_batch):
+        m.lightfm.fit_partial(inter, user_features=uf, item_features=itf, sample_weight=wmat,
+                              epochs=1, num_threads=engine.settings.num_threads)
+    m._item_reps = None
