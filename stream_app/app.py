@@ -50,7 +50,7 @@ def create_app(settings: Settings, worker: Worker) -> faust.App:
     """A Faust app bound to a started ``Worker`` (restored or bootstrapped already)."""
     app = faust.App(settings.worker_group, autodiscover=False, **faust_broker_options(settings))
     channel = app.topic(settings.topic_interactions, settings.topic_users, settings.topic_items,
-                        key_type=bytes, value_type=bytes)
+                        settings.topic_control, key_type=bytes, value_type=bytes)
 
     @app.agent(channel, name="learn")
     async def learn(stream: faust.StreamT) -> None:
@@ -63,6 +63,12 @@ def create_app(settings: Settings, worker: Worker) -> faust.App:
     @app.timer(interval=1.0)
     async def checkpoint_when_due() -> None:
         worker.maybe_checkpoint()
+
+    refresh_tick = 0.1
+
+    @app.timer(interval=refresh_tick)
+    async def refresh_lists_after_swap() -> None:
+        worker.refresh_some(max(1, int(settings.refresh_rate * refresh_tick)))
 
     return app
 

@@ -19,3 +19,4 @@ PRODUCE_ERRORS = Counter("streamrec_worker_produce_errors_total",
 APPLIED_TOTAL = Gauge("streamrec_worker_state_applied_events",
                       "Interaction events in the model state since it was created (survives "
                       "restarts: a loss or a double application shows here)")
+SWAPS = Counter("streamrec_worker_model_swaps_total", "Retrained models swapped in", ["result"])

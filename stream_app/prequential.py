@@ -486,6 +486,7 @@ class ImprovedEngine(EngineModel):
 
     def __init__(self, settings: Settings | None = None, batch_size: int = 1,
                  cooc_weight: float = 0.0, cooc_alpha: float = 0.7, cooc_recent: int = 20,
+                 cooc_pair_window: int | None = 20,
                  fold_in: bool = False, fold_reg: float = 0.1, fold_alpha: float = 1.0,
                  fold_scale: float = 1.0, fold_mix: float = 1.0, fold_in_max: int | None = None,
                  carry: int = 0, carry_weight: float = 0.0, metadata: bool = True,
@@ -497,7 +498,8 @@ class ImprovedEngine(EngineModel):
         self.fold = dict(reg=fold_reg, alpha=fold_alpha, scale=fold_scale, mix=fold_mix)
         self.fold_in, self.fold_in_max = fold_in, fold_in_max
         self.carry, self.carry_weight = carry, carry_weight
-        self.cooc = CooccurrenceIndex(alpha=cooc_alpha, recent=cooc_recent)
+        self.cooc = CooccurrenceIndex(alpha=cooc_alpha, recent=cooc_recent,
+                                      pair_window=cooc_pair_window)
         if name is None:
             parts = [f"B={batch_size}"]
             if fold_in:
@@ -571,36 +573,176 @@ class ImprovedEngine(EngineModel):
 
 def fit_with_context(engine: Engine, u: np.ndarray, i: np.ndarray, v: np.ndarray,
                      cu: np.ndarray, ci: np.ndarray, context_weight: float) -> None:
-    """``fit_partial`` on a batch plus context positives (earlier positives of its users).
+    """``fit_partial`` on a batch's positives plus context positives (earlier positives of
+    its users), ``settings.epochs_per_batch`` epochs.
 
     WARP treats every entry of the matrix it is given as a positive that must not be
     sampled as a negative; a context entry with weight 0 only does that, a small weight
-    also rehearses it. Weights must share the interactions' sparsity, so the weight
-    vector carries the context weight on context entries.
+    also rehearses it. The weights share the interactions' sparsity, as LightFM demands.
     """
     import scipy.sparse as sp
 
     m = engine.model
     keep = v > 0
-    bu, bi, bv = u[keep], i[keep], v[keep]
-    if len(bu) == 0:
+    if not keep.any():
         return
+    batch: dict[tuple[int, int], float] = {}
+    for a, b, w in zip(u[keep].tolist(), i[keep].tolist(), v[keep].tolist()):
+        batch[(a, b)] = batch.get((a, b), 0.0) + w
+    context = {(a, b) for a, b in zip(cu.tolist(), ci.tolist())} - batch.keys()
+    pairs = list(batch) + sorted(context)
+    weights = np.array(list(batch.values()) + [context_weight] * len(context), np.float32)
+    rows = np.fromiter((a for a, _ in pairs), np.int32, len(pairs))
+    cols = np.fromiter((b for _, b in pairs), np.int32, len(pairs))
     shape = (m.user_capacity, m.item_capacity)
-    batch = sp.coo_matrix((bv.astype(np.float32), (bu, bi)), shape=shape).tocsr()
-    ctx = sp.coo_matrix((np.ones(len(cu), np.float32), (cu, ci)), shape=shape).tocsr()
-    ctx.data[:] = 1.0
-    ctx = ctx - ctx.multiply(batch > 0)  # an item both in batch and context: batch wins
-    ctx.eliminate_zeros()
-    both = (batch + ctx).tocoo()
-    w = sp.coo_matrix(((batch + ctx * 0).tocoo()).toarray()[both.row, both.col],
-                      shape=shape) if False else None
-    weights = np.where(np.asarray(batch[both.row, both.col]).ravel() > 0,
-                       np.asarray(batch[both.row, both.col]).ravel(),
-                       np.float32(context_weight)).astype(np.float32)
-    inter = sp.coo_matrix((np.ones(both.nnz, np.float32), (both.row, both.col)), shape=shape)
-    wmat = sp.coo_matrix((weights, (both.row, both.col)), shape=shape)
+    inter = sp.coo_matrix((np.ones(len(pairs), np.float32), (rows, cols)), shape=shape)
+    wmat = sp.coo_matrix((weights, (rows, cols)), shape=shape)
     uf, itf = m.users.matrix(), m.items.matrix()
     for _ in range(engine.settings.epochs_per_batch):
         m.lightfm.fit_partial(inter, user_features=uf, item_features=itf, sample_weight=wmat,
                               epochs=1, num_threads=engine.settings.num_threads)
     m._item_reps = None
+
+
+# --------------------------------------------------------------------------- running it all
+def curves(result: RunResult, window: int = 500, every: int = 10) -> dict[str, list]:
+    """Cumulative and rolling hit rate, thinned to every ``every``-th positive, for JSON."""
+    idx = np.arange(0, len(result.hits), every)
+    return {"event_index": result.event_index[idx].tolist(),
+            "cumulative": np.round(result.cumulative()[idx], 4).tolist(),
+            "rolling": np.round(result.rolling(window)[idx], 4).tolist()}
+
+
+def plot_results(results: Mapping[str, RunResult], batch_models: Mapping[int, str],
+                 reference: Sequence[str], path_batch: Path, path_time: Path,
+                 window: int = 500) -> None:
+    """hit@n vs micro-batch size, and cumulative / rolling hit@n over stream time."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    sizes = sorted(batch_models)
+    ax.plot(sizes, [results[batch_models[b]].hit_rate() for b in sizes], "o-",
+            label="streamrec, micro-batches of B")
+    for name in reference:
+        if name in results:
+            ax.axhline(results[name].hit_rate(), ls="--", lw=1, label=name,
+                       color=f"C{1 + list(reference).index(name)}")
+    ax.set_xscale("log")
+    ax.set_xlabel("micro-batch size B (events)")
+    ax.set_ylabel(f"hit@{next(iter(results.values())).n}")
+    ax.set_title("Prequential hit rate vs micro-batch size (ML-100K, last 10 %)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path_batch, dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=False)
+    for name, res in results.items():
+        if name not in reference and name not in batch_models.values():
+            continue
+        axes[0].plot(res.event_index, res.cumulative(), label=name, lw=1.2)
+        axes[1].plot(res.event_index, res.rolling(window), label=name, lw=1.0)
+    axes[0].set_title("cumulative hit rate")
+    axes[1].set_title(f"rolling hit rate (last {window} positives)")
+    for ax in axes:
+        ax.set_xlabel("event index (time order)")
+        ax.set_ylabel("hit@n")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path_time, dpi=120)
+    plt.close(fig)
+
+
+def format_table(summaries: Iterable[Mapping[str, Any]], n: int = 10) -> str:
+    """A plain-text table of run summaries, one line per model."""
+    head = f"{'model':<42} {'hit@'+str(n):>7} {'new':>7} {'return':>7} {'cover':>6} " \
+           f"{'poprank':>8} {'secs':>7}"
+    lines = [head, "-" * len(head)]
+    for s in summaries:
+        lines.append(f"{s['name']:<42} {s[f'hit@{n}']:>7.4f} {s[f'hit@{n}_new']:>7.4f} "
+                     f"{s[f'hit@{n}_returning']:>7.4f} {s['coverage']:>6.3f} "
+                     f"{s['mean_popularity_rank']:>8.1f} {s['seconds']:>7.1f}")
+    return "\n".join(lines)
+
+
+def best_engine(settings: Settings | None = None, batch_size: int = 1,
+                cache: BootstrapCache | None = None) -> ImprovedEngine:
+    """The best streamrec configuration found (see ``docs/evaluation-notes.md``)."""
+    return ImprovedEngine(settings, batch_size=batch_size, **BEST, cache=cache,
+                          name=f"streamrec+ best B={batch_size}")
+
+
+BEST: dict[str, Any] = {}
+"""Keyword arguments of :class:`ImprovedEngine` chosen on the held-out window."""
+
+
+def run_all(stream: Stream, out_dir: Path, settings: Settings | None = None,
+            batch_sizes: Sequence[int] = (1, 10, 50, 200), retrain_every: int = 2000,
+            split: float = 0.9, n: int = 10, progress: bool = True,
+            extra: Sequence[PrequentialModel] = ()) -> dict[str, Any]:
+    """Every baseline and engine mode through the protocol; writes ``prequential.json``
+    and two PNG plots to ``out_dir`` and returns the results dict."""
+    settings = settings or engine_settings()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = BootstrapCache()
+    batch_models = {b: f"streamrec B={b}" for b in batch_sizes}
+    models: list[PrequentialModel] = [
+        Popularity(),
+        Popularity(window=settings.popular_window),
+        EngineModel(settings, None, cache=cache),
+        PeriodicRetrain(settings, every=retrain_every),
+        *[EngineModel(settings, b, cache=cache, name=batch_models[b]) for b in batch_sizes],
+        best_engine(settings, 1, cache),
+        *extra,
+    ]
+    results: dict[str, RunResult] = {}
+    for model in models:
+        res = run_prequential(model, stream, split=split, n=n, progress=progress)
+        results[model.name] = res
+        log.info("%s", res.summary())
+    summaries = [r.summary() for r in results.values()]
+    doc = {
+        "protocol": {"events": len(stream), "split": split, "n": n,
+                     "positive_rating": POSITIVE, "test_events": len(stream) -
+                     stream.split_index(split), "positives": summaries[0]["positives"],
+                     "positives_new_users": summaries[0]["positives_new"]},
+        "settings": {k: getattr(settings, k) for k in (
+            "no_components", "loss", "learning_rate", "epochs_bootstrap", "epochs_per_batch",
+            "feature_weight", "rating_threshold", "num_threads", "random_seed")},
+        "best": BEST,
+        "models": {s["name"]: s for s in summaries},
+        "curves": {name: curves(r) for name, r in results.items()},
+    }
+    (out_dir / "prequential.json").write_text(json.dumps(doc, indent=1))
+    reference = ["popularity", f"recent popularity {settings.popular_window}",
+                 "streamrec static", f"streamrec retrain/{retrain_every}",
+                 "streamrec+ best B=1"]
+    plot_results(results, batch_models, reference, out_dir / "prequential_batch.png",
+                 out_dir / "prequential_time.png")
+    doc["table"] = format_table(summaries, n)
+    return doc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    from streamrec.movielens import find_movielens, load_movielens
+
+    p = argparse.ArgumentParser(description="Prequential evaluation of streamrec on ML-100K")
+    p.add_argument("--data", type=Path, default=None, help="ML-100K folder")
+    p.add_argument("--out", type=Path, default=Path("bench/results"))
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    stream = Stream.from_movielens(load_movielens(find_movielens(args.data, download=False)))
+    doc = run_all(stream, args.out, engine_settings(num_threads=args.threads))
+    print(doc["table"])
+    print(f"wrote {args.out / 'prequential.json'} and plots")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -66,6 +66,10 @@ class IdRegistry:
     def mark_persisted(self) -> None:
         self._persisted = len(self._ids)
 
+    def reset_persisted(self) -> None:
+        """Treat every id as new (a full rewrite of the store)."""
+        self._persisted = 0
+
     @property
     def ids(self) -> list[str]:
         return list(self._ids)

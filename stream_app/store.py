@@ -95,8 +95,19 @@ class WorkerStore:
     def has_checkpoint(self) -> bool:
         return self.db.get(_CHECKPOINT) is not None
 
-    def checkpoint(self, engine: Engine) -> Path:
-        """Snapshot ``engine`` as of WAL entry ``self.wal_seq``; returns the model path."""
+    def checkpoint(self, engine: Engine, full: bool = False) -> Path:
+        """Snapshot ``engine`` as of WAL entry ``self.wal_seq``; returns the model path.
+
+        ``full`` replaces everything stored (a model swap): the same single WriteBatch first
+        deletes every key, then writes the whole engine, so a crash leaves old or new state,
+        never a mix.
+        """
+        if full:
+            engine.users.reset_persisted()
+            engine.items.reset_persisted()
+            engine.dirty_users = set(engine.seen)
+            engine.new_event_ids = list(engine.dedup)
+            engine.evicted_event_ids = []
         t0 = time.perf_counter()
         seq = self.wal_seq
         name = f"model-{seq:012d}-{engine.batch_seq:08d}.npz"
@@ -107,6 +118,8 @@ class WorkerStore:
                 "n_users": len(engine.users), "n_items": len(engine.items)}
         engine.model.save(path, meta)
         wb = WriteBatch(raw_mode=True)
+        if full:
+            wb.delete_range(b"\x00", b"\xff")
         for prefix, reg in ((b"reg:u:", engine.users), (b"reg:i:", engine.items)):
             for row, ident in reg.unpersisted():
                 wb.put(_row_key(prefix, row), ident.encode())

@@ -9,17 +9,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
-import numpy as np
+import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from stream_app import metrics
 from stream_app.batch import BatchResult, process_records
-from stream_app.engine import FALLBACK_KEY, Engine
-from streamrec.replay import read_topics
+from stream_app.engine import Engine
 from stream_app.store import WorkerStore
-from streamrec.replay import Record
+from streamrec.errors import ModelStateError, StreamrecError
 from streamrec.kafka import consumer_config, producer_config
+from streamrec.replay import Record, read_topics
+from streamrec.schema import FALLBACK_KEY
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class Worker:
         self.engine: Engine | None = None
         self._last_checkpoint = time.monotonic()
         self._dirty = False
+        self._refresh_queue: list[int] = []
 
     # ----------------------------------------------------------------- start
     def start(self) -> Engine:
@@ -52,7 +55,6 @@ class Worker:
             if replayed:
                 self.checkpoint()
         else:
-            self.engine = Engine(self.settings)
             self.bootstrap()
         self._update_gauges()
         self.commit_group_offsets()
@@ -60,31 +62,26 @@ class Worker:
 
     def bootstrap(self) -> None:
         """Train a fresh model on everything already in the topics (an empty system: no-op)."""
-        s, engine = self.settings, self.engine
-        topics = [s.topic_users, s.topic_items, s.topic_interactions]
-        users, items, values = [], [], []
-        n = 0
-        for chunk in read_topics(s, topics, progress=self.progress, desc="bootstrap: reading"):
-            res = process_records(engine, chunk, s, train=False)
-            self._publish_invalid(res)
-            users.append(res.users)
-            items.append(res.items)
-            values.append(res.values)
-            n += len(chunk)
-        if not n:
-            log.info("bootstrap: topics are empty, starting with a fresh padded model")
+        from stream_app.retrain import replay_into_engine, snapshot_offsets, train_engine
+
+        s = self.settings
+        snapshot = snapshot_offsets(s)
+        replayed = replay_into_engine(s, progress=self.progress, stop=snapshot)
+        self.engine = replayed.engine
+        for key, end in snapshot.items():  # older model announcements predate this bootstrap
+            if key.rpartition(":")[0] == s.topic_control and end:
+                self.engine.offsets[key] = end
+        for key, value, reason in replayed.invalid:
+            self._publish_invalid_one(key, value, reason)
+        if not len(replayed.users):
+            log.info("bootstrap: no interactions yet, starting with a fresh padded model")
+            if replayed.records:
+                self.checkpoint()
             return
-        u, i, v = (np.concatenate(x) if x else np.empty(0) for x in (users, items, values))
-        log.info("bootstrap: %d records, %d interactions, %d users, %d items; training %d epochs",
-                 n, len(u), len(engine.users), len(engine.items), s.epochs_bootstrap)
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-            bar = tqdm(total=s.epochs_bootstrap, desc="bootstrap: training", unit="epoch", disable=None)
-        engine.fit_all(s.epochs_bootstrap, u, i, v,
-                       on_epoch=(lambda _e: bar.update(1)) if bar else None)
-        if bar:
-            bar.close()
+        log.info("bootstrap: %d records, %d interactions, %d users, %d items; training %d "
+                 "epochs", replayed.records, len(replayed.users), len(self.engine.users),
+                 len(self.engine.items), s.epochs_bootstrap)
+        train_engine(s, replayed, progress=self.progress)
         self.publish_all()
         self.checkpoint()
 
@@ -127,6 +124,9 @@ class Worker:
             return BatchResult(skipped=len(records))
         if wal:
             self.store.append_wal(fresh)
+        control = [r for r in fresh if r[0] == self.settings.topic_control]
+        if control:
+            fresh = [r for r in fresh if r[0] != self.settings.topic_control]
         res = process_records(engine, fresh, self.settings, train=True)
         res.skipped += len(records) - len(fresh)
         self._dirty = True
@@ -142,7 +142,85 @@ class Worker:
                                   on_delivery=self._on_delivery)
         self._update_gauges()
         self.producer.poll(0)
+        for rec in control:
+            self.engine.advance(rec[0], rec[1], rec[2])
+            self.on_control(rec[4])
         return res
+
+    # ----------------------------------------------------------------- model swap
+    def on_control(self, value: bytes | None) -> None:
+        """A control message; ``{"type": "model", "path": ...}`` swaps in a retrained model."""
+        try:
+            msg = orjson.loads(value) if value else {}
+        except orjson.JSONDecodeError:
+            log.warning("ignoring unreadable control message %r", value[:200] if value else value)
+            return
+        if not isinstance(msg, dict) or msg.get("type") != "model" or not msg.get("path"):
+            log.warning("ignoring control message %s", str(msg)[:200])
+            return
+        try:
+            self.swap(Path(msg["path"]))
+        except StreamrecError as exc:
+            metrics.SWAPS.labels("failed").inc()
+            log.error("model swap from %s failed, keeping the current model: %s",
+                      msg["path"], exc)
+
+    def swap(self, path: Path) -> None:
+        """Load a retrained engine, catch it up to our offsets, swap it in, refresh lists.
+
+        Runs between micro-batches, so no event is applied to the old model after the new
+        one's catch-up read it. The lookup API keeps serving the old lists until the
+        background refresh publishes new ones.
+        """
+        t0 = time.perf_counter()
+        if not path.exists():
+            raise ModelStateError(f"retrained model {path} not found (is the state dir shared "
+                                  "between retrain and worker?)")
+        other = WorkerStore(path)
+        try:
+            loaded = other.load(self.settings)
+        finally:
+            other.close()
+        if loaded is None:
+            raise ModelStateError(f"{path} holds no checkpoint")
+        new, _ = loaded
+        old = self.engine
+        data_topics = (self.settings.topic_interactions, self.settings.topic_users,
+                       self.settings.topic_items)
+        stop = {k: v for k, v in old.offsets.items() if k.rpartition(":")[0] in data_topics}
+        behind = {k: v for k, v in stop.items() if new.offsets.get(k, 0) < v}
+        caught = 0
+        if behind:
+            for chunk in read_topics(self.settings, list(data_topics), start=new.offsets,
+                                     stop=stop, idle_s=0.2, chunk=self.settings.max_batch):
+                process_records(new, chunk, self.settings, train=True)
+                caught += len(chunk)
+        for key, off in old.offsets.items():
+            if key not in new.offsets or new.offsets[key] < off:
+                new.offsets[key] = off
+        self.engine = new
+        self.checkpoint(full=True)
+        self._refresh_queue = list(range(len(new.users)))
+        metrics.SWAPS.labels("ok").inc()
+        log.info("swapped in model %s (%d users, %d items), caught up %d records in %.1f s; "
+                 "refreshing %d lists in the background", new.model_version, len(new.users),
+                 len(new.items), caught, time.perf_counter() - t0, len(self._refresh_queue))
+        import shutil
+        shutil.rmtree(path, ignore_errors=True)
+
+    def refresh_some(self, budget: int) -> int:
+        """Publish up to ``budget`` queued lists (the rate-limited refresh after a swap)."""
+        if not self._refresh_queue:
+            return 0
+        rows, self._refresh_queue = (self._refresh_queue[:budget],
+                                     self._refresh_queue[budget:])
+        n = self.publish_lists(rows)
+        if not self._refresh_queue:
+            self._produce(self.settings.topic_recommendations, FALLBACK_KEY.encode(),
+                          self.engine.fallback_record(self.settings.top_n))
+            log.info("list refresh after the swap is complete")
+        self.producer.poll(0)
+        return n
 
     # ----------------------------------------------------------------- publishing
     def _on_delivery(self, err, msg) -> None:
@@ -162,10 +240,13 @@ class Worker:
 
     def _publish_invalid(self, res: BatchResult) -> None:
         for key, value, reason in res.invalid:
-            metrics.EVENTS.labels("invalid").inc()
-            log.warning("invalid record -> %s: %s", self.settings.topic_dlq, reason)
-            self._produce(self.settings.topic_dlq, key, value,
-                          headers=[("error", reason.encode("utf-8"))])
+            self._publish_invalid_one(key, value, reason)
+
+    def _publish_invalid_one(self, key: bytes | None, value: bytes | None, reason: str) -> None:
+        metrics.EVENTS.labels("invalid").inc()
+        log.warning("invalid record -> %s: %s", self.settings.topic_dlq, reason)
+        self._produce(self.settings.topic_dlq, key, value,
+                      headers=[("error", reason.encode("utf-8"))])
 
     def publish_lists(self, user_rows: Iterable[int], chunk: int = 2048) -> int:
         rows = sorted(set(user_rows))
@@ -188,10 +269,10 @@ class Worker:
         return n
 
     # ----------------------------------------------------------------- state
-    def checkpoint(self) -> None:
+    def checkpoint(self, full: bool = False) -> None:
         """Flush published lists, then snapshot the state (lists are never behind it)."""
         self.producer.flush(30)
-        self.store.checkpoint(self.engine)
+        self.store.checkpoint(self.engine, full=full)
         self._last_checkpoint = time.monotonic()
         self._dirty = False
         metrics.CHECKPOINTS.inc()

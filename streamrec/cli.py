@@ -90,7 +90,8 @@ def worker(bootstrap_servers: Bootstrap = None, state_dir: StateDir = None,
     setup_logging(verbose)
     s = settings_from(bootstrap_servers, state_dir, max_batch=max_batch,
                       batch_window_s=batch_window)
-    run_worker(s, progress=not no_progress, loglevel="DEBUG" if verbose else "WARNING")
+    level = "DEBUG" if verbose else os.environ.get("STREAMREC_LOG_LEVEL", "INFO").upper()
+    run_worker(s, progress=not no_progress, loglevel=level)
 
 
 @app.command()
@@ -172,6 +173,32 @@ def recommend(user_id: Annotated[str, typer.Argument(help="the user's id")],
     except httpx.HTTPError:
         doc = latest_list(settings_from(bootstrap_servers, state_dir), user_id, n)
     typer.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def retrain(since: Annotated[Optional[float], typer.Option(
+                help="only interaction events at or after this epoch time")] = None,
+            dry_run: Annotated[bool, typer.Option(
+                help="train and evaluate only; write and announce nothing")] = False,
+            holdout: Annotated[float, typer.Option(
+                help="newest fraction of events held out for evaluation")] = 0.02,
+            bootstrap_servers: Bootstrap = None, state_dir: StateDir = None,
+            verbose: Verbose = False) -> None:
+    """Replay the topics from the beginning, train a fresh model, hot-swap it into the worker."""
+    import orjson
+
+    from stream_app.retrain import run_retrain
+    from streamrec.broker import ensure_topics, wait_for_broker
+
+    setup_logging(verbose)
+    s = settings_from(bootstrap_servers, state_dir)
+    wait_for_broker(s.bootstrap_servers, s.broker_wait_s, s.kafka_common())
+    ensure_topics(s)
+    result = run_retrain(s, since=since, dry_run=dry_run, holdout=holdout)
+    typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    if not result["records"]:
+        typer.echo("streamrec: the topics are empty; nothing to train on", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -35,10 +35,13 @@ def topic_partitions(consumer: Consumer, topic: str, timeout: float = 10.0) -> l
 
 def read_topics(settings: Settings, topics: list[str], start: dict[str, int] | None = None,
                 idle_s: float = 0.5, chunk: int = 10_000, progress: bool = False,
-                desc: str = "replay") -> Iterator[list[Record]]:
+                desc: str = "replay", stop: dict[str, int] | None = None
+                ) -> Iterator[list[Record]]:
     """Yield chunks of records from every partition of ``topics``, from ``start`` offsets
-    (``"topic:partition" -> next offset``; default: the beginning) to the end."""
+    (``"topic:partition" -> next offset``; default: the beginning) to the end, or, with
+    ``stop``, to exactly those offsets (partitions not named there: to the end)."""
     start = start or {}
+    stop = stop or {}
     consumer = Consumer(consumer_config(settings, f"streamrec-replay-{uuid.uuid4().hex[:8]}",
                                         **{"enable.auto.offset.store": False}))
     bar = None
@@ -53,7 +56,8 @@ def read_topics(settings: Settings, topics: list[str], start: dict[str, int] | N
                     _, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
                 except Exception as exc:
                     raise BrokerUnavailable(f"cannot read offsets of {topic}: {exc}") from exc
-                highs[(topic, p)] = hi
+                key = f"{topic}:{p}"
+                highs[(topic, p)] = stop[key] if key in stop else hi
         if not assignment:
             return
         consumer.assign(assignment)
@@ -62,8 +66,12 @@ def read_topics(settings: Settings, topics: list[str], start: dict[str, int] | N
             from tqdm import tqdm
             bar = tqdm(total=total or None, desc=desc, unit="ev", unit_scale=True, leave=False, disable=None)
         position = {(tp.topic, tp.partition): max(0, tp.offset) for tp in assignment}
+        bounded = {(t, p) for t, p in highs if f"{t}:{p}" in stop}
         last_data = time.monotonic()
         while True:
+            if bounded and all(position[tp] >= highs[tp] for tp in bounded) and \
+                    len(bounded) == len(highs):
+                return
             msgs = consumer.consume(chunk, timeout=0.1)
             batch: list[Record] = []
             for m in msgs:
@@ -71,6 +79,10 @@ def read_topics(settings: Settings, topics: list[str], start: dict[str, int] | N
                     if m.error().code() == KafkaError._PARTITION_EOF:
                         continue
                     log.warning("replay read error: %s", m.error())
+                    continue
+                tp = (m.topic(), m.partition())
+                if tp in bounded and m.offset() >= highs[tp]:
+                    position[tp] = max(position[tp], highs[tp])
                     continue
                 _, ts = m.timestamp()
                 batch.append((m.topic(), m.partition(), m.offset(), m.key(), m.value(),

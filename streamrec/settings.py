@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     topic_recommendations: str = "recommendations"
     topic_dlq: str = "interactions.dlq"
     topic_quarantine: str = "interactions.quarantine"
+    topic_control: str = "streamrec.control"
     partitions: int = Field(1, ge=1, description="partitions of topics streamrec creates")
     replication_factor: int = Field(1, ge=1)
     session_timeout_ms: int = Field(6000, ge=1000,
@@ -88,6 +89,7 @@ class Settings(BaseSettings):
     batch_window_s: float = Field(0.05, gt=0, description="wait at most this for a batch")
     top_n: int = Field(20, ge=1, description="length of stored lists")
     checkpoint_interval_s: float = Field(5.0, gt=0)
+    refresh_rate: float = Field(2000, gt=0, description="lists/s republished after a swap")
     dedup_window: int = Field(1_000_000, ge=0, description="event_ids remembered for dedup")
     popular_window: int = Field(5000, ge=10, description="recent positives behind the fallback")
     worker_metrics_port: int = Field(9464, ge=0, description="Prometheus port; 0: off")
@@ -104,7 +106,8 @@ class Settings(BaseSettings):
     def topics(self) -> list[str]:
         """Every topic of the contract, in the order they are created."""
         return [self.topic_interactions, self.topic_items, self.topic_users,
-                self.topic_recommendations, self.topic_dlq, self.topic_quarantine]
+                self.topic_recommendations, self.topic_dlq, self.topic_quarantine,
+                self.topic_control]
 
     def kafka_common(self) -> dict[str, str]:
         """librdkafka settings every client of ours shares (security, bootstrap)."""
