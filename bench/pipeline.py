@@ -181,6 +181,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--events", type=int, default=100_000, help="throughput events per run")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--ingest", default="agent", choices=["agent", "batch"])
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
     broker = start_broker(args.engine, free_port(), work / "kafka" if args.engine == "kafka" else None)
@@ -188,7 +189,7 @@ def main() -> None:
     tput: list[float] = []
     try:
         for run in range(args.runs):
-            stack = Stack(broker.bootstrap, work)
+            stack = Stack(broker.bootstrap, work, ingest=args.ingest)
             try:
                 warm_up(stack)
                 for rate in args.rates:
@@ -216,7 +217,8 @@ def main() -> None:
                  f"runs {[round(t) for t in tput]}", f"{args.events} events/run"])
     summary["throughput_events_per_s"] = {"median": median(tput), "runs": tput}
     print_table(["measure", "median", "", ""], rows)
-    path = write_results(f"pipeline-{args.engine}", {"engine": args.engine, "args": vars(args),
+    path = write_results(f"pipeline-{args.engine}-{args.ingest}",
+                         {"engine": args.engine, "args": vars(args),
                                                      **summary})
     print(f"wrote {path}")
 

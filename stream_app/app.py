@@ -8,6 +8,7 @@ below the offsets stored with the state are skipped, so a redelivery applies not
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import faust
@@ -48,17 +49,13 @@ def faust_broker_options(settings: Settings) -> dict:
 
 def create_app(settings: Settings, worker: Worker) -> faust.App:
     """A Faust app bound to a started ``Worker`` (restored or bootstrapped already)."""
-    app = faust.App(settings.worker_group, autodiscover=False, **faust_broker_options(settings))
-    channel = app.topic(settings.topic_interactions, settings.topic_users, settings.topic_items,
-                        settings.topic_control, key_type=bytes, value_type=bytes)
-
-    @app.agent(channel, name="learn")
-    async def learn(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.max_batch,
-                                               within=settings.batch_window_s):
-            records = [(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
-                       for m in (e.message for e in events)]
-            worker.handle(records)
+    app_id = settings.worker_group if settings.ingest == "agent" else \
+        f"{settings.worker_group}-app"
+    app = faust.App(app_id, autodiscover=False, **faust_broker_options(settings))
+    if settings.ingest == "agent":
+        _add_agent(app, settings, worker)
+    else:
+        _add_batch_task(app, settings, worker)
 
     @app.timer(interval=1.0)
     async def checkpoint_when_due() -> None:
@@ -71,6 +68,42 @@ def create_app(settings: Settings, worker: Worker) -> faust.App:
         worker.refresh_some(max(1, int(settings.refresh_rate * refresh_tick)))
 
     return app
+
+
+def _add_agent(app: faust.App, settings: Settings, worker: Worker) -> None:
+    """``ingest="agent"``: the Faust way, one agent micro-batching with ``take_events``."""
+    channel = app.topic(settings.topic_interactions, settings.topic_users, settings.topic_items,
+                        settings.topic_control, key_type=bytes, value_type=bytes)
+
+    @app.agent(channel, name="learn")
+    async def learn(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.max_batch,
+                                               within=settings.batch_window_s):
+            records = [(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                       for m in (e.message for e in events)]
+            worker.handle(records)
+
+
+def _add_batch_task(app: faust.App, settings: Settings, worker: Worker) -> None:
+    """``ingest="batch"``: a Faust task reads whole fetch batches with librdkafka (in a
+    thread) and applies them on the event loop, where the timers run too."""
+    from stream_app.ingest import BatchConsumer
+
+    @app.task
+    async def learn_batches() -> None:
+        loop = asyncio.get_running_loop()
+        consumer = BatchConsumer(settings, worker)
+        worker.on_checkpoint = consumer.commit
+        try:
+            while True:
+                records = await loop.run_in_executor(None, consumer.poll_batch,
+                                                     settings.max_batch,
+                                                     settings.batch_window_s)
+                if records:
+                    worker.handle(records)
+        finally:
+            worker.on_checkpoint = None
+            consumer.close()
 
 
 def run_worker(settings: Settings, progress: bool = True, loglevel: str = "INFO") -> None:

@@ -50,9 +50,23 @@ def als_fold_in(item_factors: np.ndarray, positives: Sequence[Sequence[int]],
     return out
 
 
+def centroid_fold_in(item_factors: np.ndarray,
+                     positives: Sequence[Sequence[int]]) -> np.ndarray:
+    """(len(positives) x k): mean factors of each user's positives minus the mean item
+    (Rocchio); zeros for a user without positives. No solve, no regularisation."""
+    y = np.asarray(item_factors, dtype=np.float64)
+    centre = y.mean(axis=0)
+    out = np.zeros((len(positives), y.shape[1]), np.float32)
+    for r, pos in enumerate(positives):
+        if len(pos):
+            out[r] = y[np.asarray(pos, dtype=np.int64)].mean(axis=0) - centre
+    return out
+
+
 def fold_in_lightfm(model: PaddedLightFM, user_rows: Sequence[int],
                     positives: Sequence[Sequence[int]], n_items: int, reg: float = 0.1,
-                    alpha: float = 1.0, scale: float = 1.0, mix: float = 1.0) -> np.ndarray:
+                    alpha: float = 1.0, scale: float = 1.0, mix: float = 1.0,
+                    method: str = "als") -> np.ndarray:
     """Set each user's representation to ``mix·scale·x + (1 - mix)·current`` and return it.
 
     ``x`` is :func:`als_fold_in` over the item representations of the first ``n_items``
@@ -60,12 +74,16 @@ def fold_in_lightfm(model: PaddedLightFM, user_rows: Sequence[int],
     representation is the sum of its feature embeddings (identity + weighted metadata), so
     the identity row takes the difference and the metadata rows are left alone. ``scale``
     sets how much the dot product weighs against LightFM's item biases in the scores.
+    ``method="centroid"`` uses :func:`centroid_fold_in` instead of the ALS solve.
     """
     rows = np.asarray(user_rows, dtype=np.int64)
     if len(rows) == 0:
         return np.empty((0, model.params.no_components), np.float32)
     _, item_emb = model.item_representations()
-    x = als_fold_in(item_emb[:n_items], positives, reg=reg, alpha=alpha) * scale
+    if method == "als":
+        x = als_fold_in(item_emb[:n_items], positives, reg=reg, alpha=alpha) * scale
+    else:
+        x = centroid_fold_in(item_emb[:n_items], positives) * scale
     _, current = model.user_representations(rows)
     has = np.fromiter((len(p) > 0 for p in positives), bool, len(rows))
     target = np.where(has[:, None], mix * x + (1.0 - mix) * current, current)

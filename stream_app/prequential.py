@@ -489,13 +489,15 @@ class ImprovedEngine(EngineModel):
                  cooc_pair_window: int | None = 20,
                  fold_in: bool = False, fold_reg: float = 0.1, fold_alpha: float = 1.0,
                  fold_scale: float = 1.0, fold_mix: float = 1.0, fold_in_max: int | None = None,
+                 fold_method: str = "als",
                  carry: int = 0, carry_weight: float = 0.0, metadata: bool = True,
                  untrained_fallback: bool = False, name: str | None = None,
                  cache: BootstrapCache | None = None) -> None:
         super().__init__(settings, batch_size, metadata, untrained_fallback, name=name,
                          cache=cache)
         self.cooc_weight = cooc_weight
-        self.fold = dict(reg=fold_reg, alpha=fold_alpha, scale=fold_scale, mix=fold_mix)
+        self.fold = dict(reg=fold_reg, alpha=fold_alpha, scale=fold_scale, mix=fold_mix,
+                         method=fold_method)
         self.fold_in, self.fold_in_max = fold_in, fold_in_max
         self.carry, self.carry_weight = carry, carry_weight
         self.cooc = CooccurrenceIndex(alpha=cooc_alpha, recent=cooc_recent,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import orjson
@@ -39,6 +39,7 @@ class Worker:
         self._last_checkpoint = time.monotonic()
         self._dirty = False
         self._refresh_queue: list[int] = []
+        self.on_checkpoint: Callable[[dict[str, int]], None] | None = None
 
     # ----------------------------------------------------------------- start
     def start(self) -> Engine:
@@ -273,6 +274,8 @@ class Worker:
         """Flush published lists, then snapshot the state (lists are never behind it)."""
         self.producer.flush(30)
         self.store.checkpoint(self.engine, full=full)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(dict(self.engine.offsets))
         self._last_checkpoint = time.monotonic()
         self._dirty = False
         metrics.CHECKPOINTS.inc()

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(EVENT_WEIGHTS_DEFAULT))
 
     # --- worker --------------------------------------------------------------------------
+    ingest: Literal["agent", "batch"] = Field(
+        "agent", description="agent: a Faust agent with take_events; batch: a Faust task "
+                             "reading whole fetch batches with librdkafka (faster)")
     max_batch: int = Field(2000, ge=1, description="events per micro-batch at most")
     batch_window_s: float = Field(0.05, gt=0, description="wait at most this for a batch")
     top_n: int = Field(20, ge=1, description="length of stored lists")

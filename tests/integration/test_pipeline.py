@@ -218,3 +218,32 @@ def test_restart_worker_and_lookup_loses_nothing(settings: Settings, tmp_path: P
     finally:
         worker.stop()
         lookup.stop()
+
+
+def test_growth_past_padding_refuses_nothing(settings: Settings, tmp_path: Path) -> None:
+    """Tiny padding: hundreds of new users and items arrive; the model grows in place."""
+    import httpx
+
+    s = settings.model_copy(update={"padding_min": 10, "padding_fraction": 0.0})
+    worker = start_worker(s, tmp_path)
+    lookup = start_lookup(s, tmp_path)
+    try:
+        wait_until(lambda: applied(s) == 0 and worker.alive(), WORKER_START_S, "worker up",
+                   (worker,))
+        events = [{"user_id": f"g{k}", "item_id": f"x{(k * 7) % 150}"} for k in range(300)]
+        events += [{"user_id": f"g{k}", "item_id": f"x{(k * 7 + 1) % 150}"} for k in range(300)]
+        send(s, events)
+        wait_until(lambda: applied(s) == len(events), WORKER_START_S, "all applied", (worker,))
+        text = httpx.get(f"http://127.0.0.1:{s.worker_metrics_port}/metrics").text
+        cap = {side: float(next(line.split()[1] for line in text.splitlines() if
+                                line.startswith(f'streamrec_worker_capacity{{side="{side}"}}')))
+               for side in ("user", "item")}
+        assert cap["user"] >= 300 and cap["item"] >= 150
+        doc = wait_until(lambda: (d := get_list(s, "g299"))["source"] == "model" and d, 10,
+                         "the last new user's list", (lookup,))
+        assert len(doc["items"]) == 10
+        assert not {"x" + str((299 * 7) % 150), "x" + str((299 * 7 + 1) % 150)} & \
+            {it["item_id"] for it in doc["items"]}
+    finally:
+        worker.stop()
+        lookup.stop()
