@@ -60,9 +60,10 @@ class LookupConsumer(threading.Thread):
             self.ready.set()
             offsets = {str(k): v for k, v in self.store.offsets().items()}
             while not self._halt.is_set():
-                msgs = consumer.consume(5000, timeout=0.05)
-                if not msgs:
+                first = consumer.poll(0.2)  # returns as soon as a list arrives
+                if first is None:
                     continue
+                msgs = [first, *consumer.consume(5000, 0)]
                 batch = []
                 for m in msgs:
                     err = m.error()

@@ -33,7 +33,7 @@ class BatchConsumer:
         self._closed = False
         self.consumer = Consumer(consumer_config(
             settings, settings.worker_group,
-            **{"fetch.wait.max.ms": max(1, int(settings.batch_window_s * 1000)),
+            **{"fetch.wait.max.ms": 10,
                "max.poll.interval.ms": 600_000,
                "queued.max.messages.kbytes": 262_144}))
         self.topics = [settings.topic_interactions, settings.topic_users, settings.topic_items,
@@ -48,10 +48,16 @@ class BatchConsumer:
         log.info("ingest assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in partitions])
 
     def poll_batch(self, n: int, timeout: float) -> list[Record]:
+        """Wait up to ``timeout`` for one record, then take whatever else is already fetched
+        (up to ``n``): under light load a batch is a single event, applied at once; under
+        heavy load the fetch queue is full and batches grow to ``n`` by themselves."""
         with self._lock:
             if self._closed:
                 return []
-            msgs = self.consumer.consume(n, timeout)
+            first = self.consumer.poll(timeout)
+            if first is None:
+                return []
+            msgs = [first, *self.consumer.consume(n - 1, 0)] if n > 1 else [first]
         out: list[Record] = []
         now = time.time()
         for m in msgs:

@@ -40,13 +40,13 @@ class Replayed:
 
 
 def replay_into_engine(settings: Settings, since: float | None = None, progress: bool = True,
-                       stop: dict[str, int] | None = None) -> Replayed:
+                       until_time: float | None = None) -> Replayed:
     """Read the worker's topics into a fresh Engine: ids, features, history, dedup, offsets.
 
     ``since`` drops interaction events older than that epoch time (metadata is kept whole);
-    ``stop`` bounds the replay at a snapshot of end offsets, so a steady stream of new events
-    cannot keep it going forever (on Tansu the snapshot is a lower bound of the real end:
-    whatever lies beyond it is picked up afterwards from the stored offsets).
+    ``until_time`` ends the replay at records newer than that, so a steady stream of new
+    events cannot keep it going forever; whatever lies beyond is picked up afterwards from
+    the offsets stored with the engine.
     """
     engine = Engine(settings)
     topics = [settings.topic_users, settings.topic_items, settings.topic_interactions]
@@ -54,7 +54,7 @@ def replay_into_engine(settings: Settings, since: float | None = None, progress:
     out = Replayed(engine, np.empty(0, np.int32), np.empty(0, np.int32),
                    np.empty(0, np.float32))
     for chunk in read_topics(settings, topics, progress=progress, desc="replaying topics",
-                             stop=stop):
+                             until_time=until_time):
         if since is not None:
             chunk = _drop_older(chunk, settings, since, engine)
         res = process_records(engine, chunk, settings, train=False)
@@ -146,7 +146,8 @@ def train_engine(settings: Settings, replayed: Replayed, holdout: float = 0.0,
 
 
 def snapshot_offsets(settings: Settings) -> dict[str, int]:
-    """End offsets of the worker's topics now (Tansu: a lower bound; see streamrec.replay)."""
+    """Reported end offsets of the worker's topics (Tansu: a lower bound after batched
+    produce; exact for the control topic, which gets one record per produce)."""
     from confluent_kafka import Consumer, TopicPartition
 
     from streamrec.kafka import consumer_config
@@ -169,10 +170,8 @@ def run_retrain(settings: Settings, since: float | None = None, dry_run: bool = 
     """Replay, train, evaluate; unless ``dry_run``, write a versioned checkpoint under
     ``STATE_DIR/retrain/VERSION`` and announce it on the control topic for the worker."""
     t0 = time.perf_counter()
-    snapshot = snapshot_offsets(settings)
-    data = {k: v for k, v in snapshot.items()
-            if k.rpartition(":")[0] != settings.topic_control}
-    replayed = replay_into_engine(settings, since=since, progress=progress, stop=data)
+    replayed = replay_into_engine(settings, since=since, progress=progress,
+                                  until_time=time.time())
     engine = replayed.engine
     metrics = train_engine(settings, replayed, holdout=holdout, progress=progress)
     result = {"records": replayed.records, "interactions": int(len(replayed.users)),

@@ -67,7 +67,7 @@ class Worker:
 
         s = self.settings
         snapshot = snapshot_offsets(s)
-        replayed = replay_into_engine(s, progress=self.progress, stop=snapshot)
+        replayed = replay_into_engine(s, progress=self.progress, until_time=time.time())
         self.engine = replayed.engine
         for key, end in snapshot.items():  # older model announcements predate this bootstrap
             if key.rpartition(":")[0] == s.topic_control and end:

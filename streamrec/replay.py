@@ -35,11 +35,17 @@ def topic_partitions(consumer: Consumer, topic: str, timeout: float = 10.0) -> l
 
 def read_topics(settings: Settings, topics: list[str], start: dict[str, int] | None = None,
                 idle_s: float = 0.5, chunk: int = 10_000, progress: bool = False,
-                desc: str = "replay", stop: dict[str, int] | None = None
-                ) -> Iterator[list[Record]]:
+                desc: str = "replay", stop: dict[str, int] | None = None,
+                until_time: float | None = None) -> Iterator[list[Record]]:
     """Yield chunks of records from every partition of ``topics``, from ``start`` offsets
     (``"topic:partition" -> next offset``; default: the beginning) to the end, or, with
-    ``stop``, to exactly those offsets (partitions not named there: to the end)."""
+    ``stop``, to exactly those offsets (partitions not named there: to the end).
+
+    With ``until_time`` (epoch seconds) a partition also counts as done once it reached the
+    reported high watermark and returned a record stamped at or after that time, so a
+    steady stream of new events cannot keep a replay going forever, on Tansu too (whose
+    high watermark can lag the real end, so an offset snapshot would stop far too early).
+    """
     start = start or {}
     stop = stop or {}
     consumer = Consumer(consumer_config(settings, f"streamrec-replay-{uuid.uuid4().hex[:8]}",
@@ -64,14 +70,24 @@ def read_topics(settings: Settings, topics: list[str], start: dict[str, int] | N
         total = sum(max(0, hi - (start.get(f"{t}:{p}", 0))) for (t, p), hi in highs.items())
         if progress:
             from tqdm import tqdm
-            bar = tqdm(total=total or None, desc=desc, unit="ev", unit_scale=True, leave=False, disable=None)
+            bar = tqdm(total=total or None, desc=desc, unit="ev", unit_scale=True, leave=False,
+                       disable=None)
         position = {(tp.topic, tp.partition): max(0, tp.offset) for tp in assignment}
         bounded = {(t, p) for t, p in highs if f"{t}:{p}" in stop}
+        newest: dict[tuple[str, int], float] = {}
         last_data = time.monotonic()
+        heard = {tp: last_data for tp in highs}   # when each partition last gave a record
+
+        def partition_done(tp: tuple[str, int], now: float) -> bool:
+            if position[tp] < highs[tp]:
+                return False
+            if tp in bounded:
+                return True
+            if until_time is not None and newest.get(tp, 0.0) >= until_time:
+                return True
+            return now - heard[tp] >= idle_s
+
         while True:
-            if bounded and all(position[tp] >= highs[tp] for tp in bounded) and \
-                    len(bounded) == len(highs):
-                return
             msgs = consumer.consume(chunk, timeout=0.1)
             batch: list[Record] = []
             for m in msgs:
@@ -87,16 +103,19 @@ def read_topics(settings: Settings, topics: list[str], start: dict[str, int] | N
                 _, ts = m.timestamp()
                 batch.append((m.topic(), m.partition(), m.offset(), m.key(), m.value(),
                               ts / 1000.0 if ts and ts > 0 else time.time()))
-                position[(m.topic(), m.partition())] = m.offset() + 1
+                position[tp] = m.offset() + 1
+                newest[tp] = batch[-1][5]
+                heard[tp] = time.monotonic()
             if batch:
                 last_data = time.monotonic()
                 if bar is not None:
                     bar.update(len(batch))
                 yield batch
+            if all(partition_done(tp, time.monotonic()) for tp in highs):
+                return
+            if batch:
                 continue
             reached = all(position[tp] >= hi for tp, hi in highs.items())
-            if reached and time.monotonic() - last_data >= idle_s:
-                return
             if not reached and time.monotonic() - last_data > 30:
                 raise BrokerUnavailable("replay stalled: no records for 30 s before the end of "
                                         f"{topics}; is the broker healthy?")

@@ -86,10 +86,11 @@ class Settings(BaseSettings):
 
     # --- worker --------------------------------------------------------------------------
     ingest: Literal["agent", "batch"] = Field(
-        "agent", description="agent: a Faust agent with take_events; batch: a Faust task "
+        "batch", description="agent: a Faust agent with take_events; batch: a Faust task "
                              "reading whole fetch batches with librdkafka (faster)")
     max_batch: int = Field(2000, ge=1, description="events per micro-batch at most")
-    batch_window_s: float = Field(0.05, gt=0, description="wait at most this for a batch")
+    batch_window_s: float = Field(0.05, gt=0, description="agent: wait at most this for a "
+                                  "batch to fill; batch: poll timeout (batches never wait)")
     top_n: int = Field(20, ge=1, description="length of stored lists")
     checkpoint_interval_s: float = Field(5.0, gt=0)
     refresh_rate: float = Field(2000, gt=0, description="lists/s republished after a swap")

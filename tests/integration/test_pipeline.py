@@ -52,6 +52,12 @@ def send(s: Settings, events: list[dict]) -> None:
             p.send(ev)
 
 
+@pytest.fixture(params=["batch", "agent"])
+def ingest(request) -> str:
+    """Both ways the worker reads its topics: whole batches (default) and the Faust agent."""
+    return request.param
+
+
 @pytest.fixture
 def pipeline(settings: Settings, tmp_path: Path):
     """A running worker and lookup API on fresh topics."""
@@ -67,8 +73,18 @@ def pipeline(settings: Settings, tmp_path: Path):
         p.stop()
 
 
-def test_new_user_list_within_10s_excludes_seen(settings: Settings, pipeline) -> None:
-    worker, lookup = pipeline
+def test_new_user_list_within_10s_excludes_seen(settings: Settings, ingest: str,
+                                                tmp_path: Path) -> None:
+    settings = settings.model_copy(update={"ingest": ingest})
+    worker, lookup = start_worker(settings, tmp_path), start_lookup(settings, tmp_path)
+    try:
+        _new_user_list(settings, worker, lookup)
+    finally:
+        worker.stop()
+        lookup.stop()
+
+
+def _new_user_list(settings: Settings, worker: Proc, lookup: Proc) -> None:
     base = seed_events()
     send(settings, base)
     wait_until(lambda: applied(settings) >= len(base), WORKER_START_S, "seed events applied",
@@ -185,9 +201,10 @@ def test_bootstrap_from_existing_topic(settings: Settings, tmp_path: Path) -> No
 
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 def test_restart_worker_and_lookup_loses_nothing(settings: Settings, tmp_path: Path,
-                                                 how: str) -> None:
+                                                 how: str, ingest: str) -> None:
     """Events without event_id (so dedup cannot hide a double application) across a worker
     stop (clean or killed) and a lookup restart: the state holds each event exactly once."""
+    settings = settings.model_copy(update={"ingest": ingest})
     sig = signal.SIGTERM if how == "sigterm" else signal.SIGKILL
     first, second = seed_events(seed=1), seed_events(seed=2, n_users=12)
     worker = start_worker(settings, tmp_path, "worker1")
