@@ -85,7 +85,8 @@ class Stack:
         self.lookup = spawn(["serve"], env, workdir / f"serve-{tag}.log")
         wait(lambda: httpx.get(f"http://127.0.0.1:{self.s.http_port}/healthz").status_code
              == 200, 60, "lookup")
-        wait(lambda: applied(self.s) == 0, 90, "worker")
+        wait(lambda: "streamrec_worker_ready 1.0" in httpx.get(
+            f"http://127.0.0.1:{self.s.worker_metrics_port}/metrics").text, 90, "worker")
         self.producer = Producer(producer_config(self.s, **{"linger.ms": 1}))
 
     def send(self, user: str, item: str) -> None:

@@ -12,6 +12,9 @@ import asyncio
 import logging
 
 import faust
+from aiokafka.errors import KafkaError
+
+from stream_app import metrics
 
 from stream_app.worker import Worker
 from streamrec.settings import Settings
@@ -77,6 +80,7 @@ def _add_agent(app: faust.App, settings: Settings, worker: Worker) -> None:
 
     @app.agent(channel, name="learn")
     async def learn(stream: faust.StreamT) -> None:
+        metrics.READY.set(1)
         async for events in stream.take_events(settings.max_batch,
                                                within=settings.batch_window_s):
             records = [(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
@@ -94,6 +98,7 @@ def _add_batch_task(app: faust.App, settings: Settings, worker: Worker) -> None:
         loop = asyncio.get_running_loop()
         consumer = BatchConsumer(settings, worker)
         worker.on_checkpoint = consumer.commit
+        metrics.READY.set(1)
         try:
             while True:
                 records = await loop.run_in_executor(None, consumer.poll_batch,
@@ -120,10 +125,22 @@ def run_worker(settings: Settings, progress: bool = True, loglevel: str = "INFO"
         start_http_server(settings.worker_metrics_port, addr=settings.http_host)
     worker = Worker(settings, progress=progress)
     worker.start()
-    app = create_app(settings, worker)
     try:
-        FaustWorker(app, loglevel=loglevel, quiet=True,
-                    redirect_stdouts=False).execute_from_commandline()
+        while True:
+            asyncio.set_event_loop(asyncio.new_event_loop())
+            app = create_app(settings, worker)
+            try:
+                FaustWorker(app, loglevel=loglevel, quiet=True,
+                            redirect_stdouts=False).execute_from_commandline()
+            except SystemExit:
+                return  # stopped by a signal (or Faust's own clean exit)
+            except (KafkaError, ConnectionError, OSError) as exc:
+                # The broker went away while Faust was (re)connecting: our state is intact
+                # (WAL + checkpoint), so wait for the broker and start the app again.
+                metrics.READY.set(0)
+                log.warning("Faust app stopped (%s); restarting it when the broker answers",
+                            exc)
+                wait_for_broker(settings.bootstrap_servers, 3600, settings.kafka_common())
     finally:
         worker.close()
         log.info("worker stopped; state checkpointed at offsets %s", worker.engine.offsets)

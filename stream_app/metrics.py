@@ -20,3 +20,4 @@ APPLIED_TOTAL = Gauge("streamrec_worker_state_applied_events",
                       "Interaction events in the model state since it was created (survives "
                       "restarts: a loss or a double application shows here)")
 SWAPS = Counter("streamrec_worker_model_swaps_total", "Retrained models swapped in", ["result"])
+READY = Gauge("streamrec_worker_ready", "1 once the worker streams (after restore/bootstrap)")

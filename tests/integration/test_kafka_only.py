@@ -14,7 +14,7 @@ from streamrec.kafka import producer_config
 from streamrec.replay import read_topics
 from streamrec.settings import Settings
 from tests.integration.processes import Proc, get_list, wait_until
-from tests.integration.test_pipeline import (WORKER_START_S, applied, seed_events, send,
+from tests.integration.test_pipeline import (WORKER_START_S, applied, ready, seed_events, send,
                                              start_lookup, start_worker)
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
@@ -33,7 +33,7 @@ def test_broker_restart_mid_stream_loses_nothing(kafka, settings: Settings,
     worker = start_worker(settings, tmp_path)
     lookup = start_lookup(settings, tmp_path)
     try:
-        wait_until(lambda: applied(settings) == 0 and worker.alive(), WORKER_START_S,
+        wait_until(lambda: ready(settings), WORKER_START_S,
                    "worker up", (worker,))
         send(settings, first)
         wait_until(lambda: applied(settings) == len(first), WORKER_START_S, "first events",

@@ -34,6 +34,11 @@ def applied(s: Settings) -> float:
     return metric(s.worker_metrics_port, "streamrec_worker_state_applied_events")
 
 
+def ready(s: Settings) -> bool:
+    """The worker restored or bootstrapped its state and streams."""
+    return metric(s.worker_metrics_port, "streamrec_worker_ready") == 1
+
+
 def seed_events(n_users: int = 30, n_items: int = 60, per_user: int = 8,
                 seed: int = 7) -> list[dict]:
     """A small community: users in two taste groups over two halves of the catalogue."""
@@ -210,7 +215,7 @@ def test_restart_worker_and_lookup_loses_nothing(settings: Settings, tmp_path: P
     worker = start_worker(settings, tmp_path, "worker1")
     lookup = start_lookup(settings, tmp_path, "serve1")
     try:
-        wait_until(lambda: applied(settings) == 0 and worker.alive(), WORKER_START_S,
+        wait_until(lambda: ready(settings), WORKER_START_S,
                    "worker up", (worker,))
         send(settings, first)
         wait_until(lambda: applied(settings) == len(first), WORKER_START_S, "first batch",
@@ -245,7 +250,7 @@ def test_growth_past_padding_refuses_nothing(settings: Settings, tmp_path: Path)
     worker = start_worker(s, tmp_path)
     lookup = start_lookup(s, tmp_path)
     try:
-        wait_until(lambda: applied(s) == 0 and worker.alive(), WORKER_START_S, "worker up",
+        wait_until(lambda: ready(s), WORKER_START_S, "worker up",
                    (worker,))
         events = [{"user_id": f"g{k}", "item_id": f"x{(k * 7) % 150}"} for k in range(300)]
         events += [{"user_id": f"g{k}", "item_id": f"x{(k * 7 + 1) % 150}"} for k in range(300)]

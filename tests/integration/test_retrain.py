@@ -13,7 +13,7 @@ import pytest
 from producers import EventProducer
 from streamrec.settings import Settings
 from tests.integration.processes import Proc, get_list, metric, wait_until
-from tests.integration.test_pipeline import (WORKER_START_S, applied, seed_events, send,
+from tests.integration.test_pipeline import (WORKER_START_S, applied, ready, seed_events, send,
                                              start_lookup, start_worker)
 from tests.integration.test_cli import cli
 
@@ -47,7 +47,7 @@ def test_retrain_swaps_without_losing_or_repeating_events(settings: Settings,
             time.sleep(0.02)
 
     try:
-        wait_until(lambda: applied(settings) == 0 and worker.alive(), WORKER_START_S,
+        wait_until(lambda: ready(settings), WORKER_START_S,
                    "worker up", (worker,))
         send(settings, base)
         wait_until(lambda: applied(settings) == len(base), WORKER_START_S, "base applied",
