@@ -215,6 +215,7 @@ def demo(data: Annotated[Optional[Path], typer.Option(help="MovieLens 100K folde
 
     setup_logging(False)
     logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("librdkafka").setLevel(logging.ERROR)
     run_demo(data=data, rate=rate, http_port=port, bootstrap=bootstrap_servers,
              state_dir=state_dir, serve_forever=not exit_after)
 

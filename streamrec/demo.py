@@ -53,6 +53,10 @@ def _genres(ml: MovieLens, item: str) -> str:
 
 def show_history(ml: MovieLens, user: str, lo: int, hi: int, title: str, limit: int = 8) -> None:
     idx = [k for k in range(lo, hi) if ml.users[k] == user]
+    if not idx:
+        console.print(f"[bold]{title}[/]: nothing yet — a new user (the API serves a "
+                      "fallback list: popular, or from the user's demographics)")
+        return
     t = Table(title=f"{title} ({len(idx)} ratings, showing {min(limit, len(idx))})")
     t.add_column("movie"), t.add_column("rating", justify="right"), t.add_column("genres")
     for k in idx[-limit:]:
