@@ -68,3 +68,23 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "streamrec.cli", *args], env=env,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT,
                             start_new_session=True)
+
+
+def child_env(settings: Any) -> dict[str, str]:
+    """The environment of a benchmarked ``streamrec`` child process (quiet logs)."""
+    return {**os.environ, **settings.as_env(), "STREAMREC_LOG_LEVEL": "WARNING"}
+
+
+def wait(predicate: Any, timeout: float, what: str) -> None:
+    """Poll ``predicate`` (HTTP errors count as 'not yet') until truthy or time runs out."""
+    import httpx
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if predicate():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -13,7 +13,6 @@ Writes bench/results/pipeline.json.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
 import signal
@@ -32,20 +31,11 @@ import sys  # noqa: E402
 
 sys.path.insert(0, sys_path)
 
-from bench.common import median, percentile, print_table, spawn, write_results  # noqa: E402
+from bench.common import (child_env, median, percentile, print_table, spawn,  # noqa: E402
+                          wait, write_results)
 from streamrec.broker import ensure_topics, free_port, start_broker  # noqa: E402
 from streamrec.kafka import producer_config  # noqa: E402
 from streamrec.settings import Settings  # noqa: E402
-
-
-def env_for(s: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for k, v in s.model_dump().items():
-        if v is not None and not isinstance(v, dict):
-            env[f"STREAMREC_{k.upper()}"] = str(v)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = s.bootstrap_servers
-    env["STREAMREC_LOG_LEVEL"] = "WARNING"
-    return env
 
 
 def applied(s: Settings) -> float:
@@ -56,17 +46,6 @@ def applied(s: Settings) -> float:
     return 0.0
 
 
-def wait(pred, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if pred():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"timeout waiting for {what}")
-
 
 class Stack:
     """Fresh topics + worker + lookup on a broker; stopped with close()."""
@@ -76,11 +55,12 @@ class Stack:
         self.s = Settings(bootstrap_servers=bootstrap, state_dir=workdir / tag,
                           topic_interactions=f"i-{tag}", topic_users=f"u-{tag}",
                           topic_items=f"it-{tag}", topic_recommendations=f"r-{tag}",
-                          topic_dlq=f"d-{tag}", topic_quarantine=f"q-{tag}", topic_control=f"c-{tag}",
+                          topic_dlq=f"d-{tag}", topic_quarantine=f"q-{tag}",
+                          topic_control=f"c-{tag}",
                           worker_group=f"w-{tag}", http_port=free_port(),
                           worker_metrics_port=free_port(), **overrides)
         ensure_topics(self.s)
-        env = env_for(self.s)
+        env = child_env(self.s)
         self.worker = spawn(["worker", "--no-progress"], env, workdir / f"worker-{tag}.log")
         self.lookup = spawn(["serve"], env, workdir / f"serve-{tag}.log")
         wait(lambda: httpx.get(f"http://127.0.0.1:{self.s.http_port}/healthz").status_code
@@ -185,7 +165,8 @@ def main() -> None:
     ap.add_argument("--ingest", default="agent", choices=["agent", "batch"])
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
-    broker = start_broker(args.engine, free_port(), work / "kafka" if args.engine == "kafka" else None)
+    broker = start_broker(args.engine, free_port(),
+                          work / "kafka" if args.engine == "kafka" else None)
     fresh: dict[float, list[dict]] = {r: [] for r in args.rates}
     tput: list[float] = []
     try:

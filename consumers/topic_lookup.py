@@ -11,7 +11,6 @@ from streamrec.settings import Settings
 
 def latest_list(settings: Settings, user_id: str, n: int) -> dict:
     """Scan the (compacted) topic for the last value of ``user_id``; fallback if none."""
-    from streamrec.replay import read_topics  # plain consumer helper, no model import
 
     latest: dict[str, bytes] = {}
     wanted = {user_id.encode(), FALLBACK_KEY.encode()}

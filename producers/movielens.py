@@ -40,7 +40,8 @@ def replay_movielens(settings: Settings, path: Path | MovieLens, rate: float | N
         rng = range(start, stop)
         if progress:
             from tqdm import tqdm
-            rng = tqdm(rng, desc="producing ratings", unit="ev", unit_scale=True, leave=False, disable=None)
+            rng = tqdm(rng, desc="producing ratings", unit="ev", unit_scale=True, leave=False,
+                       disable=None)
         for k in rng:
             event = rating_event(ml, k)
             if on_event is not None:

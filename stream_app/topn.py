@@ -12,7 +12,8 @@ import numpy as np
 
 
 def top_n(scores: np.ndarray, n: int, n_valid_items: int,
-          exclude: Sequence[np.ndarray | list[int] | set[int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+          exclude: Sequence[np.ndarray | list[int] | set[int]]
+          ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Best ``n`` item rows per score row, best first, as (rows, scores) pairs.
 
     ``scores`` is (users x capacity); columns from ``n_valid_items`` on are unassigned dummy

@@ -110,7 +110,8 @@ def serve(bootstrap_servers: Bootstrap = None, state_dir: StateDir = None,
 def produce_movielens(path: Annotated[Optional[Path], typer.Argument(
                           help="MovieLens 100K folder [default: found or downloaded]")] = None,
                       rate: Annotated[Optional[float], typer.Option(help="events/s")] = None,
-                      limit: Annotated[Optional[int], typer.Option(help="at most N ratings")] = None,
+                      limit: Annotated[Optional[int], typer.Option(
+                          help="at most N ratings")] = None,
                       skip_fraction: Annotated[float, typer.Option(
                           help="skip the first F of ratings (time order)")] = 0.0,
                       no_metadata: Annotated[bool, typer.Option(

@@ -7,6 +7,7 @@ the last 10 % replayed at a set rate, while two users' lists are shown before an
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -31,9 +32,8 @@ SPLIT = 0.9
 
 
 def _spawn(args: list[str], settings: Settings, quiet: bool = False) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "streamrec.cli", *args,
-           "--bootstrap-servers", settings.bootstrap_servers, "--state-dir", str(settings.state_dir)]
-    env = {**__import__("os").environ, "STREAMREC_LOG_LEVEL": "WARNING"}
+    cmd = [sys.executable, "-m", "streamrec.cli", *args]
+    env = {**os.environ, **settings.as_env(), "STREAMREC_LOG_LEVEL": "WARNING"}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL if quiet else None,
                             start_new_session=True)
 

@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal, Union
 
 import orjson
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt,
-                      StrictStr, StringConstraints, TypeAdapter, ValidationError, field_validator, model_validator)
+                      StrictStr, StringConstraints, TypeAdapter, ValidationError,
+                      field_validator, model_validator)
 
 from streamrec.errors import InvalidEvent
 

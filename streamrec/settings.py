@@ -125,6 +125,15 @@ class Settings(BaseSettings):
             conf["sasl.password"] = self.sasl_password.get_secret_value()
         return conf
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``STREAMREC_*`` variables, to hand to a child process."""
+        env = {f"STREAMREC_{k.upper()}": str(v) for k, v in self.model_dump().items()
+               if v is not None and not isinstance(v, dict) and k != "sasl_password"}
+        if self.sasl_password is not None:
+            env["STREAMREC_SASL_PASSWORD"] = self.sasl_password.get_secret_value()
+        env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap_servers
+        return env
+
     def with_overrides(self, **values: object) -> "Settings":
         """A copy with some values replaced (CLI flags); ``None`` means 'keep'."""
         changes = {k: v for k, v in values.items() if v is not None}

@@ -103,8 +103,9 @@ class BrokerProcess:
                 return
             except BrokerUnavailable:
                 continue
+        where = f"; see {self.log_path}" if self.log_path else ""
         raise BrokerUnavailable(f"{self.name} on {self.bootstrap} did not answer within "
-                                f"{timeout:.0f} s" + (f"; see {self.log_path}" if self.log_path else ""))
+                                f"{timeout:.0f} s{where}")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

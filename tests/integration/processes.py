@@ -19,13 +19,7 @@ from streamrec.settings import Settings
 
 def settings_env(s: Settings) -> dict[str, str]:
     """The settings as STREAMREC_* environment variables, for a child process."""
-    env = dict(os.environ)
-    for name, value in s.model_dump().items():
-        if value is None or isinstance(value, dict):
-            continue
-        env[f"STREAMREC_{name.upper()}"] = str(value)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = s.bootstrap_servers
-    env["STREAMREC_LOG_LEVEL"] = "INFO"
+    env = {**os.environ, **s.as_env(), "STREAMREC_LOG_LEVEL": "INFO"}
     return env
 
 
@@ -72,7 +66,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
     while time.monotonic() < deadline:
         for p in procs:
             if not p.alive():
-                raise AssertionError(f"{p.args[0]} died while waiting for {what}:\n{p.log()[-3000:]}")
+                raise AssertionError(
+                    f"{p.args[0]} died while waiting for {what}:\n{p.log()[-3000:]}")
         try:
             value = predicate()
             if value:

@@ -12,7 +12,7 @@ import pytest
 
 from producers import EventProducer
 from streamrec.settings import Settings
-from tests.integration.processes import Proc, get_list, metric, wait_until
+from tests.integration.processes import get_list, metric, wait_until
 from tests.integration.test_pipeline import (WORKER_START_S, applied, ready, seed_events, send,
                                              start_lookup, start_worker)
 from tests.integration.test_cli import cli

@@ -59,7 +59,8 @@ def test_each_invalid_kind_has_a_readable_reason(name):
 
 
 def test_metadata_id_comes_from_value_or_key():
-    assert parse_metadata(b'{"item_id": "m1", "features": {"genre": ["Drama"]}}', "item").item_id == "m1"
+    meta = parse_metadata(b'{"item_id": "m1", "features": {"genre": ["Drama"]}}', "item")
+    assert meta.item_id == "m1"
     assert parse_metadata(b'{"features": {"age": "18-24"}}', "user", key="u9").user_id == "u9"
     with pytest.raises(InvalidEvent):
         parse_metadata(b'{"features": {}}', "user", key=None)
