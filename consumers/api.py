@@ -53,7 +53,7 @@ def create_api(settings: Settings, store: ListStore | None = None,
 
     @app.get("/recommendations/{user_id}", response_model=RecommendationList,
              responses={422: {"description": "n out of range"}})
-    def recommendations(user_id: Annotated[str, Path(min_length=1, max_length=256)],
+    async def recommendations(user_id: Annotated[str, Path(min_length=1, max_length=256)],
                         n: Annotated[int, Query(ge=1, le=max_n)] = settings.default_n
                         ) -> Response:
         raw = store.get(user_id)
@@ -69,7 +69,7 @@ def create_api(settings: Settings, store: ListStore | None = None,
         return _json(orjson.dumps(doc))
 
     @app.get("/healthz")
-    def healthz() -> Response:
+    async def healthz() -> Response:
         if consumer is not None and (consumer.error or not consumer.is_alive()):
             return _json(orjson.dumps({"status": "error",
                                        "error": consumer.error or "consumer not running"}), 503)
@@ -77,7 +77,7 @@ def create_api(settings: Settings, store: ListStore | None = None,
                                    "consumer_ready": bool(consumer and consumer.ready.is_set())}))
 
     @app.get("/metrics")
-    def metrics() -> Response:
+    async def metrics() -> Response:
         return Response(content=generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,7 +70,7 @@ class Stream:
     def from_triples(cls, users: Sequence[str], items: Sequence[str], ratings: Sequence[float],
                      timestamps: Sequence[float] | None = None,
                      user_features: Mapping[str, dict] | None = None,
-                     item_features: Mapping[str, dict] | None = None) -> "Stream":
+                     item_features: Mapping[str, dict] | None = None) -> Stream:
         """Code external ids (in order of first appearance); the order of events is kept."""
         ucodes, uids = _code(users)
         icodes, iids = _code(items)
@@ -80,7 +80,7 @@ class Stream:
                    dict(user_features or {}), dict(item_features or {}))
 
     @classmethod
-    def from_movielens(cls, ml: Any) -> "Stream":
+    def from_movielens(cls, ml: Any) -> Stream:
         """A :class:`~streamrec.movielens.MovieLens` (already in time order) as a stream."""
         return cls.from_triples(ml.users.tolist(), ml.items.tolist(), ml.ratings,
                                 ml.timestamps, ml.user_features, ml.item_features)
@@ -99,7 +99,7 @@ class Stream:
     def split_index(self, fraction: float) -> int:
         return int(len(self) * fraction)
 
-    def events(self, start: int, stop: int) -> "Events":
+    def events(self, start: int, stop: int) -> Events:
         return Events(self, start, stop)
 
     @functools.cached_property
@@ -206,7 +206,7 @@ class RunResult:
             f"hit@{self.n}": round(self.hit_rate(), 4),
             f"hit@{self.n}_new": round(self.hit_rate(self.new_user), 4),
             f"hit@{self.n}_returning": round(self.hit_rate(~self.new_user), 4),
-            "positives": int(len(self.hits)),
+            "positives": len(self.hits),
             "positives_new": int(self.new_user.sum()),
             "hits": int(self.hits.sum()),
             "coverage": round(float((self.served > 0).mean()), 4),
@@ -496,8 +496,8 @@ class ImprovedEngine(EngineModel):
         super().__init__(settings, batch_size, metadata, untrained_fallback, name=name,
                          cache=cache)
         self.cooc_weight = cooc_weight
-        self.fold = dict(reg=fold_reg, alpha=fold_alpha, scale=fold_scale, mix=fold_mix,
-                         method=fold_method)
+        self.fold = {"reg": fold_reg, "alpha": fold_alpha, "scale": fold_scale,
+                     "mix": fold_mix, "method": fold_method}
         self.fold_in, self.fold_in_max = fold_in, fold_in_max
         self.carry, self.carry_weight = carry, carry_weight
         self.cooc = CooccurrenceIndex(alpha=cooc_alpha, recent=cooc_recent,
@@ -518,7 +518,6 @@ class ImprovedEngine(EngineModel):
         return u[keep], i[keep]
 
     def after_bootstrap(self, events: Events) -> None:
-        e = self.engine
         # The bootstrap's arrays are the last applied batch: every training positive.
         u, i = self._positive_rows()
         self.cooc.add(u.tolist(), i.tolist())
