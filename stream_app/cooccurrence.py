@@ -68,6 +68,27 @@ class CooccurrenceIndex:
             hist.append(i)
             liked.add(i)
 
+    def load_histories(self, histories: dict[int, list[int]]) -> None:
+        """Rebuild counts and pairs from users' positives (oldest first, no repeats), as
+        :meth:`add` would have built them, but vectorised per user (restart path)."""
+        self._ensure(1 + max((max(h) for h in histories.values() if h), default=0))
+        w = self.pair_window
+        for u, hist in histories.items():
+            if not hist:
+                continue
+            h = np.asarray(hist, dtype=np.int64)
+            self.counts[h] += 1.0
+            t = np.arange(len(h))
+            lo = np.zeros_like(t) if w is None else np.maximum(0, t - w)
+            n_prev = t - lo
+            if n_prev.sum():
+                cur = np.repeat(t, n_prev)
+                prev = np.concatenate([np.arange(a, b) for a, b in zip(lo, t) if b > a])
+                np.add.at(self.pairs, (h[cur], h[prev]), 1.0)
+                np.add.at(self.pairs, (h[prev], h[cur]), 1.0)
+            self.history[int(u)] = list(map(int, hist))
+            self._liked[int(u)] = set(self.history[int(u)])
+
     def recent_items(self, user: int) -> list[int]:
         """The user's last ``recent`` positives, oldest first (empty for an unknown user)."""
         return self.history.get(int(user), [])[-self.recent:]

@@ -69,13 +69,13 @@ class GuardConfig:
     human pace for a whole minute. Memory is bounded by keys active in the last window."""
     window_buckets: int = 12
     """Ring buckets of that window (5 s each): it slides in 5 s steps."""
-    burst_window_s: float = 1.0
+    burst_window_s: float = 0.2
     """Window of ``item_burst``'s share test: short, so that a burst is a large share of
     recent traffic at once and is caught within its first ~10-20 events. A share of a
     longer window needs proportionally more attack events before it trips, and every
     event that slips through trains the model and feeds the popular list."""
     burst_buckets: int = 2
-    """Ring buckets of the burst window (0.5 s each)."""
+    """Ring buckets of the burst window (0.1 s each)."""
     user_max_events: int = 900
     """``user_rate``: events of one user per window. The heaviest MovieLens 100K user has
     737 ratings in all, and a fast replay delivers all of them within one window; 900 keeps

@@ -440,7 +440,7 @@ class EngineModel:
 
     def score_row(self, row: int) -> np.ndarray:
         """(item capacity,) scores of one user row; variants blend or replace them."""
-        return self.engine.model.scores(np.array([row]))[0]
+        return self.engine.score_rows(np.array([row]))[0]
 
     def recommend(self, user: int, n: int, exclude: set[int]) -> np.ndarray:
         e = self.engine
@@ -495,6 +495,8 @@ class ImprovedEngine(EngineModel):
                  cache: BootstrapCache | None = None) -> None:
         super().__init__(settings, batch_size, metadata, untrained_fallback, name=name,
                          cache=cache)
+        if cooc_weight > 0:  # this variant blends its own index: switch the engine's off
+            self.settings = self.settings.model_copy(update={"cooc_weight": 0.0})
         self.cooc_weight = cooc_weight
         self.fold = {"reg": fold_reg, "alpha": fold_alpha, "scale": fold_scale,
                      "mix": fold_mix, "method": fold_method}

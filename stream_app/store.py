@@ -128,6 +128,9 @@ class WorkerStore:
             flag = b"T" if row in trained else b"F"
             items = np.fromiter(engine.seen.get(row, ()), dtype=np.int32)
             wb.put(_row_key(b"seen:", row), flag + items.tobytes())
+            hist = engine.cooc.positives(row)
+            if hist:
+                wb.put(_row_key(b"hist:", row), np.asarray(hist, dtype=np.int32).tobytes())
         for eid in engine.new_event_ids:
             wb.put(b"dedup:" + eid.encode(), b"")
         for eid in engine.evicted_event_ids:
@@ -172,6 +175,8 @@ class WorkerStore:
             engine.seen[row] = set(np.frombuffer(v[1:], dtype=np.int32).tolist())
             if v[:1] == b"T":
                 engine.trained_users.add(row)
+        engine.cooc.load_histories({int(k[5:]): np.frombuffer(v, dtype=np.int32).tolist()
+                                    for k, v in self._scan(b"hist:")})
         engine.dedup = OrderedDict((k[6:].decode(), None) for k, _ in self._scan(b"dedup:"))
         pop = np.frombuffer(self.db.get(_POPULAR) or b"", dtype=np.int32).tolist()
         engine.recent_positives = deque(pop, maxlen=settings.popular_window)

@@ -72,6 +72,10 @@ def test_checkpoint_plus_wal_restores_exactly(tmp_path):
     assert e2.n_applied == e.n_applied == 50
     assert e2.offsets == e.offsets == {f"{s.topic_interactions}:0": 50}
     assert e2.seen == e.seen
+    rows = np.arange(7)
+    assert [[i for i, _ in lst] for lst in e2.recommend_rows(rows, 5)] == \
+        [[i for i, _ in lst] for lst in e.recommend_rows(rows, 5)]  # incl. co-occurrence
+    np.testing.assert_array_equal(e2.cooc.pairs[:11, :11], e.cooc.pairs[:11, :11])
     np.testing.assert_allclose(e2.model.scores(np.arange(7)), e.model.scores(np.arange(7)),
                                rtol=1e-5)
     # redelivered records are skipped, not applied twice
