@@ -197,7 +197,7 @@ class Engine:
                 on_epoch=None) -> None:
         """A full fit from the current (fresh) model on every recorded interaction."""
         self.model.fit_partial(users, items, values, epochs=epochs,
-                               num_threads=self.settings.num_threads, on_epoch=on_epoch)
+                               num_threads=self.settings.fit_threads, on_epoch=on_epoch)
 
     # ----------------------------------------------------------------- lists
     def score_rows(self, user_rows: np.ndarray) -> np.ndarray:

@@ -156,10 +156,15 @@ class PaddedLightFM:
         uf, itf = self.users.matrix(), self.items.matrix()
         if self.params.loss == "warp-kos":
             weights = None  # LightFM's k-OS loss takes no sample weights: events count equally
-        for epoch in range(epochs):
+        if on_epoch is None:  # one call: LightFM's per-call input checks happen once
             self.lightfm.fit_partial(interactions, user_features=uf, item_features=itf,
-                                     sample_weight=weights, epochs=1, num_threads=num_threads)
-            if on_epoch is not None:
+                                     sample_weight=weights, epochs=epochs,
+                                     num_threads=num_threads)
+        else:
+            for epoch in range(epochs):
+                self.lightfm.fit_partial(interactions, user_features=uf, item_features=itf,
+                                         sample_weight=weights, epochs=1,
+                                         num_threads=num_threads)
                 on_epoch(epoch)
         self._item_reps = None
 

@@ -203,6 +203,22 @@ def retrain(since: Annotated[Optional[float], typer.Option(
 
 
 @app.command()
+def evaluate(data: Annotated[Optional[Path], typer.Option(help="MovieLens 100K folder")] = None,
+             out: Annotated[Path, typer.Option(help="report folder")] = Path("bench/results"),
+             no_ablation: Annotated[bool, typer.Option(help="skip the ablation runs")] = False,
+             verbose: Verbose = False) -> None:
+    """Prequential comparison (popularity, static, periodic, micro-batch sizes) + ablation."""
+    from stream_app.report import run_evaluation
+    from streamrec.movielens import find_movielens
+
+    setup_logging(verbose)
+    logging.getLogger().setLevel(logging.WARNING)
+    doc = run_evaluation(find_movielens(data), out, ablation=not no_ablation)
+    typer.echo(doc["table"])
+    typer.echo(f"wrote {out / 'evaluation.md'}, {out / 'prequential.json'} and plots")
+
+
+@app.command()
 def demo(data: Annotated[Optional[Path], typer.Option(help="MovieLens 100K folder")] = None,
          rate: Annotated[float, typer.Option(help="replay rate of the last 10 %, events/s")] = 500,
          port: Annotated[int, typer.Option(help="HTTP port of the lookup API")] = 8000,

@@ -74,7 +74,10 @@ class Settings(BaseSettings):
     epochs_bootstrap: int = Field(30, ge=1, description="epochs of a full fit (bootstrap, retrain)")
     epochs_per_batch: int = Field(10, ge=1, description="fit_partial epochs per micro-batch "
                                   "(10 beat 5 by 1.6 points of prequential hit@10)")
-    num_threads: int = Field(2, ge=1)
+    num_threads: int = Field(1, ge=1, description="LightFM threads per micro-batch: OpenMP "
+                             "threads spin on a busy 2-core box (2 threads: 12x slower there)")
+    fit_threads: int = Field(2, ge=1, description="LightFM threads for full fits "
+                             "(bootstrap, retrain)")
     random_seed: int = 42
     padding_fraction: float = Field(0.10, ge=0)
     padding_min: int = Field(100, ge=1)
