@@ -84,7 +84,8 @@ def main() -> None:
              median([r["p50_ms"] for r in peak]), median([r["p99_ms"] for r in peak]),
              sum(r["non_200"] for r in peak)]]
     print_table(["load", "req/s", "p50 ms", "p99 ms", "non-200"], rows)
-    print(f"wrote {write_results('lookup_http', {'fixed_rate': fixed, 'max': peak, 'args': vars(args)})}")
+    path = write_results("lookup_http", {"fixed_rate": fixed, "max": peak, "args": vars(args)})
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

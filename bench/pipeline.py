@@ -56,7 +56,7 @@ class Stack:
                           topic_interactions=f"i-{tag}", topic_users=f"u-{tag}",
                           topic_items=f"it-{tag}", topic_recommendations=f"r-{tag}",
                           topic_dlq=f"d-{tag}", topic_quarantine=f"q-{tag}",
-                          topic_control=f"c-{tag}",
+                          topic_control=f"c-{tag}", topic_released=f"rel-{tag}",
                           worker_group=f"w-{tag}", http_port=free_port(),
                           worker_metrics_port=free_port(), **overrides)
         ensure_topics(self.s)

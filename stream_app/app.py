@@ -76,7 +76,8 @@ def create_app(settings: Settings, worker: Worker) -> faust.App:
 def _add_agent(app: faust.App, settings: Settings, worker: Worker) -> None:
     """``ingest="agent"``: the Faust way, one agent micro-batching with ``take_events``."""
     channel = app.topic(settings.topic_interactions, settings.topic_users, settings.topic_items,
-                        settings.topic_control, key_type=bytes, value_type=bytes)
+                        settings.topic_released, settings.topic_control, key_type=bytes,
+                        value_type=bytes)
 
     @app.agent(channel, name="learn")
     async def learn(stream: faust.StreamT) -> None:

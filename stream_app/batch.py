@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 class BatchResult:
     outcome: BatchOutcome = field(default_factory=BatchOutcome)
     invalid: list[tuple[bytes | None, bytes | None, str]] = field(default_factory=list)
+    quarantined: list[tuple[bytes | None, bytes | None, str, str]] = field(default_factory=list)
+    """(key, value, "topic:partition:offset", reason) held back by the guard."""
     skipped: int = 0
     metadata: int = 0
     feature_users: set[int] = field(default_factory=set)
@@ -49,14 +51,21 @@ def process_records(engine: Engine, records: list[Record], settings: Settings,
     """
     res = BatchResult()
     events: list[Interaction] = []
+    arrivals: list[float] = []
+    raws: list[tuple[bytes | None, bytes | None, str]] = []
+    released: list[bool] = []
+    interaction_topics = (settings.topic_interactions, settings.topic_released)
     for topic, part, offset, key, value, ts in records:
         if engine.is_applied(topic, part, offset):
             res.skipped += 1
             continue
         engine.advance(topic, part, offset)
         try:
-            if topic == settings.topic_interactions:
+            if topic in interaction_topics:
                 events.append(_with_default_timestamp(parse_interaction(value), ts))
+                arrivals.append(ts)
+                raws.append((key, value, f"{topic}:{part}:{offset}"))
+                released.append(topic == settings.topic_released)
             elif topic == settings.topic_users:
                 meta = parse_metadata(value, "user", _decode_key(key))
                 res.feature_users.add(engine.apply_user_features(meta.user_id, meta.features))
@@ -67,11 +76,30 @@ def process_records(engine: Engine, records: list[Record], settings: Settings,
                 res.metadata += 1
         except InvalidEvent as exc:
             res.invalid.append((key, value, f"{topic}: {exc.reason}"))
+    if events and engine.guard is not None:
+        events = _guard(engine, events, arrivals, raws, released, res)
     if events:
         res.outcome = engine.apply_interactions(events, train=train)
         if not train:
             res.users, res.items, res.values = engine.last_batch_arrays
     return res
+
+
+def _guard(engine: Engine, events: list[Interaction], arrivals: list[float],
+           raws: list[tuple[bytes | None, bytes | None, str]], released: list[bool],
+           res: BatchResult) -> list[Interaction]:
+    """Hold back what the fraud/bot guard flags (before training: a held event moves no
+    list and no popularity). Known = has trained history (metadata alone assigns rows)."""
+    users, seen = engine.users, engine.seen
+    known = np.fromiter(((r := users.get(e.user_id)) is not None and r in seen
+                         for e in events), bool, len(events))
+    keep, reasons = engine.guard.check(events, np.asarray(arrivals, dtype=np.float64), known,
+                                       np.asarray(released, dtype=bool))
+    if keep.all():
+        return events
+    res.quarantined = [(*raws[k], reasons[k] or "quarantined")
+                       for k in np.flatnonzero(~keep).tolist()]
+    return [e for e, k in zip(events, keep.tolist()) if k]
 
 
 def _decode_key(key: bytes | None) -> str | None:

@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from stream_app.cooccurrence import CooccurrenceIndex, blend
+from stream_app.guard import Guard, GuardConfig
 from stream_app.model import ModelParams, PaddedLightFM, padded_capacity
 from stream_app.registry import IdRegistry
 from stream_app.topn import top_n
@@ -67,6 +68,8 @@ class Engine:
         self.dedup: OrderedDict[str, None] = OrderedDict()
         self.recent_positives: deque[int] = deque(maxlen=settings.popular_window)
         self.popularity = Counter()
+        self.guard = Guard(GuardConfig.from_settings(settings)) if settings.guard_enabled \
+            else None
         self.cooc = CooccurrenceIndex(alpha=settings.cooc_alpha, recent=settings.cooc_recent,
                                       pair_window=settings.cooc_pair_window,
                                       capacity=self.model.item_capacity,

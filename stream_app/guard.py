@@ -100,6 +100,9 @@ class GuardConfig:
     """... and at least this share of *all* events of the burst window. Replayed at up to
     1,000,000 events/s, the busiest MovieLens item peaks at 1.1 % once it has 10 events;
     5,000 attack clicks in 10 s beside a 2,000 events/s stream are 20 %."""
+    item_burst_min_users: int = 3
+    """... and at least this many different new users on the item in the same micro-batch
+    step: one fast account is ``user_pace``'s job, not a reason to hold back an item."""
     item_repeat_events: int = 30
     """``item_burst`` (repeat test): at least this many new-user events on the item in the
     window ..."""
@@ -107,6 +110,10 @@ class GuardConfig:
     """... from users who repeat the same action on it this many times each on average.
     MovieLens: exactly 1; a purchase funnel (view, click, cart, purchase) is 1 per action;
     50 fake users sending 5,000 clicks: 100."""
+    item_repeat_min_actions: int = 10
+    """... and at least this many distinct (new user, action) pairs on the item in the
+    window. One user has at most 7 actions, so this means several accounts; one user
+    repeating is ``user_repeat``'s job."""
     item_burst_new_fraction: float = 0.5
     """Both tests need at least this fraction of the item's events (in their window) to
     come from new users: a hit that established users are watching is never held back."""
@@ -119,10 +126,10 @@ class GuardConfig:
 
     @classmethod
     def from_settings(cls, settings: object) -> GuardConfig:
-        """Read ``settings.guard_<field>`` for each field that Settings defines."""
-        values = {f.name: getattr(settings, f"guard_{f.name}") for f in fields(cls)
-                  if hasattr(settings, f"guard_{f.name}")}
-        return cls(**values)
+        """Take ``settings.guard_<field>`` where Settings defines it and it is not None;
+        every other threshold keeps the measured default written here."""
+        values = {f.name: getattr(settings, f"guard_{f.name}", None) for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -396,8 +403,10 @@ class Guard:
         self._check_users(uu, u_tot, u_span, users[afirst], a_tot, now)
         if new_ev.any():
             first_action = (a_tot == acnt)[ainv] & new_ev   # first time in the window
-            self._check_items(items[new_ev], items[first_action], ii, i_tot, i_long, all_tot,
-                              now)
+            pairs = np.unique(iinv[new_ev] * len(uu) + uinv[new_ev])
+            i_users = np.bincount(pairs // len(uu), minlength=len(ii))   # new users per item
+            self._check_items(items[new_ev], items[first_action], ii, i_tot, i_long, i_users,
+                              all_tot, now)
 
         codes = np.zeros(len(users), np.int8)
         if self.user_flags:
@@ -433,7 +442,8 @@ class Guard:
                           f"{cfg.pair_max_events})" for k in a_tot[hit].tolist()])
 
     def _check_items(self, new_items: np.ndarray, first_items: np.ndarray, ii: np.ndarray,
-                     i_tot: np.ndarray, i_long: np.ndarray, all_tot: int, now: float) -> None:
+                     i_tot: np.ndarray, i_long: np.ndarray, i_users: np.ndarray, all_tot: int,
+                     now: float) -> None:
         """The burst detector: items hit by brand-new users, by share or by repetition."""
         cfg, w = self.config, self.windows
         ni, ncnt = np.unique(new_items, return_counts=True)
@@ -448,9 +458,11 @@ class Guard:
         at = np.searchsorted(ii, ni)
         share_of_item = cfg.item_burst_new_fraction
         by_share = ((recent >= cfg.item_burst_events) & (recent >= cfg.item_burst_share * all_tot)
-                    & (recent >= share_of_item * i_tot[at]))
+                    & (recent >= share_of_item * i_tot[at])
+                    & (i_users[at] >= cfg.item_burst_min_users))
         by_repeat = ((longer >= cfg.item_repeat_events)
                      & (longer >= cfg.item_repeat_ratio * distinct)
+                     & (distinct >= cfg.item_repeat_min_actions)
                      & (longer >= share_of_item * i_long[at]))
         for k in np.flatnonzero(by_share | by_repeat).tolist():
             item = keys[k]
@@ -546,6 +558,27 @@ class Guard:
             self.config.release_exempt_s
         log.info("guard: item %s released (was quarantined: %s)", item_id, was)
         return was
+
+    def screen(self, events: Sequence[Interaction],
+               known_users: np.ndarray | None = None) -> tuple[np.ndarray, list[str | None]]:
+        """Standing flags only, nothing counted, the clock untouched: for records this guard
+        has already counted once (a retrained model catching up to the live offsets)."""
+        keep = np.ones(len(events), bool)
+        reasons: list[str | None] = [None] * len(events)
+        for k, e in enumerate(events):
+            flag = self.user_flags.get(e.user_id)
+            if (flag is None and e.item_id in self.item_flags
+                    and e.user_id not in self.user_exempt
+                    and self._is_new(e.user_id, known_users is not None and known_users[k])):
+                flag = self.item_flags[e.item_id]
+            if flag is not None:
+                keep[k] = False
+                reasons[k] = flag.reason
+        return keep, reasons
+
+    def _is_new(self, user_id: str, known: bool) -> bool:
+        t0 = self.first_seen.get(user_id)
+        return not known if t0 is None else self.clock - t0 < self.config.new_user_age_s
 
     def quarantined(self) -> dict[str, dict[str, Flag]]:
         """The users and items quarantined now, with why and since when."""

@@ -37,7 +37,7 @@ class BatchConsumer:
                "max.poll.interval.ms": 600_000,
                "queued.max.messages.kbytes": 262_144}))
         self.topics = [settings.topic_interactions, settings.topic_users, settings.topic_items,
-                       settings.topic_control]
+                       settings.topic_released, settings.topic_control]
         self.consumer.subscribe(self.topics, on_assign=self._on_assign)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

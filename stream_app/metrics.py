@@ -21,3 +21,6 @@ APPLIED_TOTAL = Gauge("streamrec_worker_state_applied_events",
                       "restarts: a loss or a double application shows here)")
 SWAPS = Counter("streamrec_worker_model_swaps_total", "Retrained models swapped in", ["result"])
 READY = Gauge("streamrec_worker_ready", "1 once the worker streams (after restore/bootstrap)")
+QUARANTINED = Counter("streamrec_worker_quarantined_total",
+                      "Events held back by the fraud/bot guard", ["reason"])
+GUARD_FLAGGED = Gauge("streamrec_worker_guard_flagged", "Users/items quarantined now", ["kind"])

@@ -49,7 +49,8 @@ def replay_into_engine(settings: Settings, since: float | None = None, progress:
     the offsets stored with the engine.
     """
     engine = Engine(settings)
-    topics = [settings.topic_users, settings.topic_items, settings.topic_interactions]
+    topics = [settings.topic_users, settings.topic_items, settings.topic_interactions,
+              settings.topic_released]
     us, its, vs = [], [], []
     out = Replayed(engine, np.empty(0, np.int32), np.empty(0, np.int32),
                    np.empty(0, np.float32))
@@ -157,7 +158,7 @@ def snapshot_offsets(settings: Settings) -> dict[str, int]:
     try:
         out = {}
         for t in (settings.topic_users, settings.topic_items, settings.topic_interactions,
-                  settings.topic_control):
+                  settings.topic_released, settings.topic_control):
             for p in topic_partitions(c, t):
                 out[f"{t}:{p}"] = c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
         return out

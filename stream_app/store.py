@@ -23,6 +23,7 @@ import orjson
 from rocksdict import Options, Rdict, WriteBatch
 
 from stream_app.engine import Engine
+from stream_app.guard import Guard, GuardConfig
 from stream_app.model import PaddedLightFM
 from stream_app.registry import IdRegistry
 from streamrec.errors import ModelStateError
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 _CHECKPOINT = b"meta:checkpoint"
 _OFFSETS = b"meta:offsets"
 _POPULAR = b"meta:popular"
+_GUARD = b"meta:guard"
 
 
 def _row_key(prefix: bytes, row: int) -> bytes:
@@ -137,6 +139,8 @@ class WorkerStore:
             wb.delete(b"dedup:" + eid.encode())
         wb.put(_POPULAR, np.fromiter(engine.recent_positives, dtype=np.int32).tobytes())
         wb.put(_OFFSETS, orjson.dumps(engine.offsets))
+        if engine.guard is not None:
+            wb.put(_GUARD, orjson.dumps(engine.guard.state()))
         wb.put(_CHECKPOINT, orjson.dumps({"model": name, **meta}))
         if seq:
             wb.delete_range(b"wal:", b"wal:%012d" % (seq + 1))
@@ -182,4 +186,8 @@ class WorkerStore:
         engine.recent_positives = deque(pop, maxlen=settings.popular_window)
         engine.popularity.update(engine.recent_positives)
         engine.offsets = dict(orjson.loads(self.db.get(_OFFSETS) or b"{}"))
+        raw_guard = self.db.get(_GUARD)
+        if raw_guard is not None and engine.guard is not None:
+            engine.guard = Guard.from_state(orjson.loads(raw_guard),
+                                            GuardConfig.from_settings(settings))
         return engine, int(cp["wal_seq"])

@@ -136,6 +136,7 @@ class Worker:
         metrics.EVENTS.labels("duplicate").inc(res.outcome.duplicates)
         metrics.EVENTS.labels("metadata").inc(res.metadata)
         self._publish_invalid(res)
+        self._publish_quarantined(res)
         self.publish_lists(res.affected_users)
         if res.outcome.positives:
             self.producer.produce(self.settings.topic_recommendations, key=FALLBACK_KEY.encode(),
@@ -155,6 +156,12 @@ class Worker:
             msg = orjson.loads(value) if value else {}
         except orjson.JSONDecodeError:
             log.warning("ignoring unreadable control message %r", value[:200] if value else value)
+            return
+        if isinstance(msg, dict) and msg.get("type") == "release" and self.engine.guard:
+            kind, ident = msg.get("kind"), str(msg.get("id", ""))
+            release = self.engine.guard.release_user if kind == "user" else \
+                self.engine.guard.release_item
+            log.info("guard: released %s %s (%s)", kind, ident, release(ident))
             return
         if not isinstance(msg, dict) or msg.get("type") != "model" or not msg.get("path"):
             log.warning("ignoring control message %s", str(msg)[:200])
@@ -187,7 +194,7 @@ class Worker:
         new, _ = loaded
         old = self.engine
         data_topics = (self.settings.topic_interactions, self.settings.topic_users,
-                       self.settings.topic_items)
+                       self.settings.topic_items, self.settings.topic_released)
         stop = {k: v for k, v in old.offsets.items() if k.rpartition(":")[0] in data_topics}
         behind = {k: v for k, v in stop.items() if new.offsets.get(k, 0) < v}
         caught = 0
@@ -199,6 +206,7 @@ class Worker:
         for key, off in old.offsets.items():
             if key not in new.offsets or new.offsets[key] < off:
                 new.offsets[key] = off
+        new.guard = old.guard  # live flags and releases carry over
         self.engine = new
         self.checkpoint(full=True)
         self._refresh_queue = list(range(len(new.users)))
@@ -242,6 +250,15 @@ class Worker:
     def _publish_invalid(self, res: BatchResult) -> None:
         for key, value, reason in res.invalid:
             self._publish_invalid_one(key, value, reason)
+
+    def _publish_quarantined(self, res: BatchResult) -> None:
+        for key, value, source, reason in res.quarantined:
+            metrics.QUARANTINED.labels(reason.split(":")[0]).inc()
+            self._produce(self.settings.topic_quarantine, key, value,
+                          headers=[("reason", reason.encode("utf-8")),
+                                   ("streamrec-source", source.encode())])
+        if res.quarantined:
+            metrics.EVENTS.labels("quarantined").inc(len(res.quarantined))
 
     def _publish_invalid_one(self, key: bytes | None, value: bytes | None, reason: str) -> None:
         metrics.EVENTS.labels("invalid").inc()
@@ -288,6 +305,9 @@ class Worker:
     def _update_gauges(self) -> None:
         e = self.engine
         metrics.APPLIED_TOTAL.set(e.n_applied)
+        if e.guard is not None:
+            metrics.GUARD_FLAGGED.labels("user").set(len(e.guard.user_flags))
+            metrics.GUARD_FLAGGED.labels("item").set(len(e.guard.item_flags))
         metrics.KNOWN.labels("user").set(len(e.users))
         metrics.KNOWN.labels("item").set(len(e.items))
         metrics.CAPACITY.labels("user").set(e.model.user_capacity)

@@ -203,6 +203,22 @@ def retrain(since: Annotated[Optional[float], typer.Option(
 
 
 @app.command()
+def release(user: Annotated[Optional[str], typer.Option(help="a quarantined user id")] = None,
+            item: Annotated[Optional[str], typer.Option(help="a quarantined item id")] = None,
+            bootstrap_servers: Bootstrap = None, state_dir: StateDir = None,
+            verbose: Verbose = False) -> None:
+    """Release a user or item the fraud/bot guard quarantined; replay their held events."""
+    from producers.release import release as do_release
+
+    setup_logging(verbose)
+    if (user is None) == (item is None):
+        raise typer.BadParameter("give exactly one of --user or --item")
+    n = do_release(settings_from(bootstrap_servers, state_dir), user=user, item=item)
+    typer.echo(f"released {'user ' + user if user else 'item ' + item}; "
+               f"{n} held events replayed into training")
+
+
+@app.command()
 def evaluate(data: Annotated[Optional[Path], typer.Option(help="MovieLens 100K folder")] = None,
              out: Annotated[Path, typer.Option(help="report folder")] = Path("bench/results"),
              no_ablation: Annotated[bool, typer.Option(help="skip the ablation runs")] = False,

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     topic_dlq: str = "interactions.dlq"
     topic_quarantine: str = "interactions.quarantine"
     topic_control: str = "streamrec.control"
+    topic_released: str = "interactions.released"
     partitions: int = Field(1, ge=1, description="partitions of topics streamrec creates")
     replication_factor: int = Field(1, ge=1)
     session_timeout_ms: int = Field(6000, ge=1000,
@@ -94,6 +95,16 @@ class Settings(BaseSettings):
     cooc_pair_window: int = Field(20, ge=1, description="earlier positives a new one pairs with")
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(EVENT_WEIGHTS_DEFAULT))
 
+    # --- fraud / bot guard (stream_app/guard.py; thresholds measured in docs/guard-notes.md)
+    # None: the measured default written once in GuardConfig.
+    guard_enabled: bool = True
+    guard_user_max_events: int | None = Field(None, ge=1)
+    guard_pace_max_rate: float | None = Field(None, gt=0)
+    guard_pair_max_events: int | None = Field(None, ge=1)
+    guard_item_burst_share: float | None = Field(None, gt=0, le=1)
+    guard_new_user_age_s: float | None = Field(None, gt=0)
+    guard_quarantine_ttl_s: float | None = Field(None, gt=0)
+
     # --- worker --------------------------------------------------------------------------
     ingest: Literal["agent", "batch"] = Field(
         "batch", description="agent: a Faust agent with take_events; batch: a Faust task "
@@ -121,7 +132,7 @@ class Settings(BaseSettings):
         """Every topic of the contract, in the order they are created."""
         return [self.topic_interactions, self.topic_items, self.topic_users,
                 self.topic_recommendations, self.topic_dlq, self.topic_quarantine,
-                self.topic_control]
+                self.topic_control, self.topic_released]
 
     def kafka_common(self) -> dict[str, str]:
         """librdkafka settings every client of ours shares (security, bootstrap)."""

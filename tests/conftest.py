@@ -86,6 +86,7 @@ def settings(broker: TestBroker, tmp_path: Path) -> Settings:
                  topic_dlq=f"interactions.dlq-{tag}",
                  topic_quarantine=f"interactions.quarantine-{tag}",
                  topic_control=f"streamrec.control-{tag}",
+                 topic_released=f"interactions.released-{tag}",
                  worker_group=f"worker-{tag}", session_timeout_ms=6000,
                  http_port=free_port(), worker_metrics_port=free_port(),
                  checkpoint_interval_s=2.0, padding_min=50, epochs_bootstrap=5)

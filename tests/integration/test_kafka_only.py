@@ -65,6 +65,7 @@ def test_compaction_keeps_latest_and_a_fresh_lookup_rebuilds(kafka, broker,
                  topic_recommendations=f"recs-compact-{tag}", compaction_segment_ms=500,
                  topic_interactions=f"i-{tag}", topic_users=f"u-{tag}", topic_items=f"it-{tag}",
                  topic_dlq=f"d-{tag}", topic_quarantine=f"q-{tag}", topic_control=f"c-{tag}",
+                 topic_released=f"rel-{tag}",
                  http_port=__import__("streamrec.broker", fromlist=["free_port"]).free_port())
     ensure_topics(s)
     users = [f"user{k}" for k in range(20)]

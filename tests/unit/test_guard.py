@@ -130,6 +130,7 @@ def test_one_user_repeating_one_click_at_a_human_pace_is_caught():
     keep, _ = replay(g, events, tt, batch_s=0.5)
     assert keep[source == 0].all()
     assert g.quarantined()["users"]["clicker"].reason == USER_REPEAT
+    assert g.quarantined()["items"] == {}     # one account is not a burst on the item
     assert keep[source == 1].sum() <= 51 and not keep[source == 1][-5:].any()
 
 
@@ -216,6 +217,20 @@ def test_released_item_is_exempt_and_new_users_train_on_it_again():
     assert keep.sum() > 0     # the item is exempt; users still repeating get their own flags
 
 
+def test_screen_applies_standing_flags_without_counting():
+    g = Guard()
+    events, t, _ = merge(humans(4000, 2000, 1.0), bot("bot", 300, T0 + 0.2, 0.3, "none"),
+                         hammer(50, 500, "target", T0 + 0.2, 0.5))
+    replay(g, events, t)
+    before = g.state()
+    again = [ev("bot", "i1"), ev("fake1", "target"), ev("regular", "target"),
+             ev("newbie", "target"), ev("h2", "i2")]
+    keep, reasons = g.screen(again, known_users=np.array([False, False, True, False, True]))
+    assert keep.tolist() == [False, False, True, False, True]
+    assert reasons == [USER_PACE, ITEM_BURST, None, ITEM_BURST, None]
+    assert g.state() == before                          # a read: nothing counted
+
+
 def test_a_flag_lifts_after_its_ttl():
     g = Guard(GuardConfig(quarantine_ttl_s=60.0))
     events, t, _ = merge(bot("bot", 300, T0, 0.3, "none"))
@@ -264,6 +279,8 @@ def test_config_reads_guard_fields_from_settings():
         guard_user_max_events = 5
         guard_enabled = False
         unrelated = 1
+
+        guard_pace_max_rate = None                     # None: the measured default
 
     cfg = GuardConfig.from_settings(S())
     assert cfg.user_max_events == 5 and cfg.enabled is False
