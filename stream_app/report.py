@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from stream_app import prequential as pq
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ def run_evaluation(data: Path, out: Path, progress: bool = True,
             model = pq.EngineModel(pq.engine_settings(**overrides), 1, name=name)
             abl.append(pq.run_prequential(model, stream, progress=progress).summary())
     doc["ablation"] = abl
+    doc["cold_start"] = cold_start(stream, progress=progress) if ablation else []
     if (data / "ua.base").exists() and (data / "ua.test").exists():
         from stream_app.offline import offline_table
         doc["offline"] = offline_table(data)
@@ -73,6 +76,14 @@ def render(doc: dict[str, Any]) -> str:
         "## All models", "", _rows(list(doc["models"].values())), ""]
     if doc.get("ablation"):
         parts += ["## Ablation (micro-batch of 1 event)", "", _rows(doc["ablation"]), ""]
+    if doc.get("cold_start"):
+        parts += ["## Cold start: the first 5 events of users / items new in the test window",
+                  "", "| model | new users: hit@10 (positives) | new items: hit@10 (positives) |"
+                  " overall |", "|---|---|---|---|"]
+        parts += [f"| {r['model']} | {r['new_users_first5']:.4f} ({r['new_users_positives']}) "
+                  f"| {r['new_items_first5']:.4f} ({r['new_items_positives']}) | "
+                  f"{r['overall']:.4f} |" for r in doc["cold_start"]]
+        parts.append("")
     if doc.get("offline"):
         parts += ["## Offline: the LightFM-docs protocol (`ua.base` / `ua.test`)", "",
                   "Ratings ≥ 4 are positives; 30 components, 30 epochs, learning rate 0.05, "
@@ -93,3 +104,34 @@ def render(doc: dict[str, Any]) -> str:
                   f"returning {live['hit_returning_users']:.4f}), coverage "
                   f"{live['coverage']:.3f}.", ""]
     return "\n".join(parts)
+
+
+def cold_start(stream: "pq.Stream", split: float = 0.9, first: int = 5,
+               progress: bool = True) -> list[dict[str, Any]]:
+    """hit@10 over the first ``first`` test-window events of users (items) never seen before
+    the split, with and without metadata features (demographics, genres)."""
+    cut = stream.split_index(split)
+    ev = stream.events(0, len(stream))
+    users, items = ev.users, ev.items
+    old_users, old_items = set(users[:cut].tolist()), set(items[:cut].tolist())
+    u_rank = np.zeros(len(stream), np.int64)
+    i_rank = np.zeros(len(stream), np.int64)
+    seen_u: dict[int, int] = {}
+    seen_i: dict[int, int] = {}
+    for k in range(cut, len(stream)):
+        u, i = int(users[k]), int(items[k])
+        seen_u[u] = u_rank[k] = seen_u.get(u, 0) + 1
+        seen_i[i] = i_rank[k] = seen_i.get(i, 0) + 1
+    rows = []
+    for metadata in (True, False):
+        name = "with metadata features" if metadata else "without metadata features"
+        model = pq.EngineModel(pq.engine_settings(), 1, metadata=metadata, name=name)
+        res = pq.run_prequential(model, stream, split=split, progress=progress)
+        idx = res.event_index
+        new_u = np.array([int(users[k]) not in old_users and u_rank[k] <= first for k in idx])
+        new_i = np.array([int(items[k]) not in old_items and i_rank[k] <= first for k in idx])
+        rows.append({"model": name, "new_users_first5": res.hit_rate(new_u),
+                     "new_users_positives": int(new_u.sum()),
+                     "new_items_first5": res.hit_rate(new_i),
+                     "new_items_positives": int(new_i.sum()), "overall": res.hit_rate()})
+    return rows
