@@ -7,6 +7,7 @@ on purpose (no awaits inside), so a checkpoint never sees half a batch.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -110,8 +111,7 @@ class Worker:
         """One micro-batch: log it, apply it, publish its lists; checkpoint when due."""
         t0 = time.perf_counter()
         res = self._apply(records, wal=True)
-        if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
-            self.checkpoint()
+        self.maybe_checkpoint()
         metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
         metrics.BATCH_SIZE.observe(len(records))
         return res
@@ -139,9 +139,7 @@ class Worker:
         self._publish_quarantined(res)
         self.publish_lists(res.affected_users)
         if res.outcome.positives:
-            self.producer.produce(self.settings.topic_recommendations, key=FALLBACK_KEY.encode(),
-                                  value=engine.fallback_record(self.settings.top_n),
-                                  on_delivery=self._on_delivery)
+            self._publish_fallback()
         self._update_gauges()
         self.producer.poll(0)
         for rec in control:
@@ -214,7 +212,6 @@ class Worker:
         log.info("swapped in model %s (%d users, %d items), caught up %d records in %.1f s; "
                  "refreshing %d lists in the background", new.model_version, len(new.users),
                  len(new.items), caught, time.perf_counter() - t0, len(self._refresh_queue))
-        import shutil
         shutil.rmtree(path, ignore_errors=True)
 
     def refresh_some(self, budget: int) -> int:
@@ -225,8 +222,7 @@ class Worker:
                                      self._refresh_queue[budget:])
         n = self.publish_lists(rows)
         if not self._refresh_queue:
-            self._produce(self.settings.topic_recommendations, FALLBACK_KEY.encode(),
-                          self.engine.fallback_record(self.settings.top_n))
+            self._publish_fallback()
             log.info("list refresh after the swap is complete")
         self.producer.poll(0)
         return n
@@ -266,6 +262,11 @@ class Worker:
         self._produce(self.settings.topic_dlq, key, value,
                       headers=[("error", reason.encode("utf-8"))])
 
+    def _publish_fallback(self) -> None:
+        """The popular-items list the lookup serves to users it does not know."""
+        self._produce(self.settings.topic_recommendations, FALLBACK_KEY.encode(),
+                      self.engine.fallback_record(self.settings.top_n))
+
     def publish_lists(self, user_rows: Iterable[int], chunk: int = 2048) -> int:
         rows = sorted(set(user_rows))
         n = 0
@@ -280,8 +281,7 @@ class Worker:
     def publish_all(self) -> int:
         """Every known user's list plus the fallback (after bootstrap or a model swap)."""
         n = self.publish_lists(range(len(self.engine.users)))
-        self._produce(self.settings.topic_recommendations, FALLBACK_KEY.encode(),
-                      self.engine.fallback_record(self.settings.top_n))
+        self._publish_fallback()
         self.producer.flush(30)
         log.info("published %d lists", n)
         return n
