@@ -34,6 +34,20 @@ POSITIVE = 4.0
 
 
 
+def scrape(url: str) -> dict[str, float]:
+    """The worker's batch counters: how many batches, their mean size and time."""
+    values = {}
+    for line in httpx.get(url, timeout=5).text.splitlines():
+        name, _, v = line.partition(" ")
+        if name.startswith(("streamrec_worker_batch_seconds_", "streamrec_worker_batch_records_")) \
+                and name.endswith(("_sum", "_count")):
+            values[name] = float(v)
+    b = values.get("streamrec_worker_batch_records_count", 0) or 1
+    return {"batches": b,
+            "mean_batch_events": values.get("streamrec_worker_batch_records_sum", 0) / b,
+            "mean_batch_ms": 1000 * values.get("streamrec_worker_batch_seconds_sum", 0) / b}
+
+
 def live_run(data: Path, rate: float, bootstrap: str, work: Path, **overrides) -> dict:
     ml = load_movielens(data)
     split = ml.split_index(0.9)
@@ -50,8 +64,9 @@ def live_run(data: Path, rate: float, bootstrap: str, work: Path, **overrides) -
         wait(lambda: api.get(f"/recommendations/{first_user}").json()["source"] == "model",
              600, "bootstrap lists")
         returning = set(ml.users[:split][ml.ratings[:split] >= POSITIVE].tolist())
-        hits, new_flags, served, stale = [], [], [], []
+        hits, new_flags, served, stale, ages, missing = [], [], [], [], [], []
         last_sent: dict[str, float] = {}
+        sent_times: dict[str, list[float]] = {}
         t0 = time.perf_counter()
         pacer = Pacer(rate)
         from tqdm import tqdm
@@ -66,11 +81,18 @@ def live_run(data: Path, rate: float, bootstrap: str, work: Path, **overrides) -
                     new_flags.append(user not in returning)
                     served.extend(got)
                     # stale: the list predates this user's previous event
-                    stale.append(doc["updated_at"] < last_sent.get(str(ml.users[k]), 0.0))
+                    stale.append(doc["updated_at"] < last_sent.get(user, 0.0))
+                    ages.append(time.time() - doc["updated_at"])
+                    # the user's own events the served list has not seen yet
+                    missing.append(sum(1 for t in sent_times.get(user, ())[-20:]
+                                       if t > doc["updated_at"]))
                 producer.send(rating_event(ml, k))
-                last_sent[str(ml.users[k])] = time.time()
+                now = time.time()
+                last_sent[str(ml.users[k])] = now
+                sent_times.setdefault(str(ml.users[k]), []).append(now)
                 pacer.tick()
         wall = time.perf_counter() - t0
+        worker_metrics = scrape(f"http://127.0.0.1:{s.worker_metrics_port}/metrics")
     finally:
         for p in procs:
             p.terminate()
@@ -81,7 +103,13 @@ def live_run(data: Path, rate: float, bootstrap: str, work: Path, **overrides) -
             "hit_new_users": float(h[n].mean()) if n.any() else None,
             "hit_returning_users": float(h[~n].mean()) if (~n).any() else None,
             "coverage": len(set(served)) / len(ml.titles), "rate": rate, "wall_s": wall,
-            "stale_share": float(np.mean(stale)) if stale else None}
+            "worker": worker_metrics,
+            "stale_share": float(np.mean(stale)) if stale else None,
+            "list_age_ms_p50": float(np.percentile(ages, 50) * 1000) if ages else None,
+            "list_age_ms_p90": float(np.percentile(ages, 90) * 1000) if ages else None,
+            "missing_own_events_mean": float(np.mean(missing)) if missing else None,
+            "missing_own_events_hist": np.bincount(np.minimum(missing, 5)).tolist()
+            if missing else None}
 
 
 def main() -> None:
@@ -102,7 +130,7 @@ def main() -> None:
         live = live_run(data, args.rate, broker.bootstrap, work, **overrides)
     finally:
         broker.stop()
-    print(f"lists older than the user's previous event: {live['stale_share']:.1%}")
+    print({k: v for k, v in live.items() if k.startswith(("stale", "list_age", "missing", "worker"))})
     rows = [["streamrec live pipeline", live["hit_at_10"], live["hit_new_users"],
              live["hit_returning_users"], live["coverage"]]]
     results = {"live": live}

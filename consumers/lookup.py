@@ -53,7 +53,8 @@ class LookupConsumer(threading.Thread):
 
     def run(self) -> None:
         conf = consumer_config(self.settings, f"streamrec-lookup-{uuid.uuid4().hex[:8]}",
-                               **{"fetch.wait.max.ms": 10})
+                               **{"fetch.wait.max.ms": self.settings.fetch_wait_ms,
+                                  "fetch.queue.backoff.ms": 1})
         consumer = Consumer(conf)
         try:
             self._assign(consumer)

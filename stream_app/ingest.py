@@ -33,7 +33,7 @@ class BatchConsumer:
         self._closed = False
         self.consumer = Consumer(consumer_config(
             settings, settings.worker_group,
-            **{"fetch.wait.max.ms": 10,
+            **{"fetch.wait.max.ms": settings.fetch_wait_ms,
                "max.poll.interval.ms": 600_000,
                "queued.max.messages.kbytes": 262_144}))
         self.topics = [settings.topic_interactions, settings.topic_users, settings.topic_items,

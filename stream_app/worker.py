@@ -35,7 +35,8 @@ class Worker:
         self.settings = settings
         self.progress = progress
         self.store = WorkerStore(settings.state_dir)
-        self.producer = Producer(producer_config(settings))
+        self.producer = Producer(producer_config(settings,
+                                                 **{"linger.ms": settings.list_linger_ms}))
         self.engine: Engine | None = None
         self._last_checkpoint = time.monotonic()
         self._dirty = False

@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     compaction_segment_ms: int = Field(600_000, ge=100,
                                        description="segment roll of compacted topics")
     worker_group: str = "streamrec-worker"
+    fetch_wait_ms: int = Field(
+        10, ge=1, description="fetch.wait.max.ms of the worker's and the lookup's consumers. "
+        "Tansu answers a waiting fetch only when this expires (not when data arrives), so it "
+        "bounds every hop's latency there: 2 ms measured 1.6 ms p50 per hop, 10 ms 3.4 ms, "
+        "100 ms 26 ms. Apache Kafka answers at once either way; raise it there (100-500) to "
+        "cut idle fetch requests")
+    list_linger_ms: float = Field(
+        2, ge=0, description="linger.ms of the worker's list producer: 0 sends a list as soon "
+        "as it is computed; under load librdkafka still batches while requests are in flight")
     broker_wait_s: float = 20.0
 
     # --- state ---------------------------------------------------------------------------
