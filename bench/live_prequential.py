@@ -6,8 +6,9 @@ The first 90 % of MovieLens 100K (time order) and its metadata go to ``interacti
 worker bootstraps on them; then each event of the last 10 % is published at ``--rate``
 events/s, and *before* each positive (rating >= 4) is published, the user's list is read from
 the lookup API: a hit if the item is in its top 10 (the worker already excludes seen items).
-Also runs the in-process baselines (popularity, static, periodic retrain) on the same data
-when ``--baselines`` is given. Writes bench/results/live_prequential.json.
+With ``--peers``, the same run also measures in-process the baselines (popularity, static,
+periodic retrain), the peers of ``bench/peers.py`` and the same streamrec model, so the live
+number stands next to all of them. Writes bench/results/live_prequential.json.
 """
 
 from __future__ import annotations
@@ -117,7 +118,12 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--rate", type=float, default=200)
     ap.add_argument("--engine", default="tansu", choices=["tansu", "kafka"])
-    ap.add_argument("--baselines", action="store_true", help="also in-process baselines")
+    ap.add_argument("--peers", action="store_true",
+                    help="also run, in the same run, the in-process baselines and peers "
+                    "(popularity, static, periodic retrain, LightFM per 1/10/50 events, ALS "
+                    "fold-in, item-kNN, the same streamrec model in-process): ~10 min more")
+    ap.add_argument("--quick-peers", action="store_true",
+                    help="with --peers: skip the slow per-event LightFM peer")
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                     help="worker settings, e.g. epochs_per_batch=5")
     args = ap.parse_args()
@@ -133,14 +139,17 @@ def main() -> None:
     print({k: v for k, v in live.items() if k.startswith(("stale", "list_age", "missing", "worker"))})
     rows = [["streamrec live pipeline", live["hit_at_10"], live["hit_new_users"],
              live["hit_returning_users"], live["coverage"]]]
-    results = {"live": live}
-    if args.baselines:
-        from stream_app import prequential as pq
-        base = pq.run_baselines(data) if hasattr(pq, "run_baselines") else {}
-        for name, r in base.items():
-            rows.append([name, r["hit_at_10"], r.get("hit_new_users"),
-                         r.get("hit_returning_users"), r.get("coverage")])
-        results["baselines"] = base
+    results = {"live": live, "settings": overrides}
+    if args.peers:
+        from bench.peers import run_peers
+        from stream_app.prequential import Stream
+
+        stream = Stream.from_movielens(load_movielens(data))
+        summaries = run_peers(stream, quick=args.quick_peers, periodic=True)
+        for r in summaries:
+            rows.append([f"{r['name']} (in-process)", r["hit@10"], r.get("hit@10_new"),
+                         r.get("hit@10_returning"), r.get("coverage")])
+        results["in_process"] = summaries
     print_table(["model", "hit@10", "new users", "returning", "coverage"], rows)
     print(f"wrote {write_results('live_prequential', results)}")
 

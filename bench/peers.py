@@ -231,6 +231,36 @@ def plot(summaries: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def peer_models(quick: bool = False, periodic: bool = False) -> list:
+    """Every model of the peers table, in its order; ``periodic`` adds the scheduled full
+    retrain (the model-quality issue's baseline)."""
+    from stream_app.prequential import PeriodicRetrain
+
+    settings = engine_settings()
+    cache = BootstrapCache()
+    return [Popularity(), Popularity(window=5000, name="recent popularity"),
+            LightFMPeer(None), *[LightFMPeer(b) for b in ((10, 50) if quick else (1, 10, 50))],
+            ALSPeer(), ItemKNNPeer(),
+            EngineModel(settings, None, cache=cache, name="streamrec static"),
+            *([PeriodicRetrain(settings, 2000)] if periodic else []),
+            EngineModel(settings, 1, cache=cache, name="streamrec B=1"),
+            best_engine(settings, 1, cache)]
+
+
+def run_peers(stream: Stream, quick: bool = False, periodic: bool = False,
+              progress: bool = True) -> list[dict]:
+    """Run every peer through the prequential protocol; one summary dict per model."""
+    summaries = []
+    for model in peer_models(quick, periodic):
+        res = run_prequential(model, stream, progress=progress)
+        s = res.summary()
+        s["reference"] = REFERENCE.get(model.name)
+        summaries.append(s)
+        print(f"{s['name']:<28} hit@10 {s['hit@10']:.4f}  ({s['seconds']:.0f} s)",
+              file=sys.stderr, flush=True)
+    return summaries
+
+
 def main(argv: list[str] | None = None) -> int:
     from streamrec.movielens import find_movielens, load_movielens
 
@@ -242,22 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     stream = Stream.from_movielens(load_movielens(find_movielens(args.data, download=False)))
-    settings = engine_settings()
-    cache = BootstrapCache()
-    models = [Popularity(), Popularity(window=5000, name="recent popularity"),
-              LightFMPeer(None), *[LightFMPeer(b) for b in ((10, 50) if args.quick
-                                                               else (1, 10, 50))],
-              ALSPeer(), ItemKNNPeer(),
-              EngineModel(settings, 1, cache=cache, name="streamrec B=1"),
-              best_engine(settings, 1, cache)]
-    summaries = []
-    for model in models:
-        res = run_prequential(model, stream, progress=not args.no_progress)
-        s = res.summary()
-        s["reference"] = REFERENCE.get(model.name)
-        summaries.append(s)
-        print(f"{s['name']:<28} hit@10 {s['hit@10']:.4f}  ({s['seconds']:.0f} s)",
-              file=sys.stderr, flush=True)
+    summaries = run_peers(stream, quick=args.quick, progress=not args.no_progress)
     print(format_table(summaries))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "peers.json").write_text(json.dumps(

@@ -1,4 +1,5 @@
-"""A background thread that keeps the list store equal to the ``recommendations`` topic."""
+"""A background thread that keeps the list store equal to the ``recommendations`` topic,
+minus the items each user has just interacted with (``consumers/seen.py``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import uuid
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from prometheus_client import Counter, Gauge
 
+from consumers.seen import RecentSeen, event_user_item, without_items
 from consumers.store import ListStore
 from streamrec.kafka import consumer_config
 from streamrec.settings import Settings
@@ -18,6 +20,8 @@ log = logging.getLogger(__name__)
 
 RECORDS = Counter("streamrec_lookup_records_total", "recommendation records stored")
 LAST_UPDATE = Gauge("streamrec_lookup_last_update_timestamp", "when the store last changed")
+SEEN_FILTERED = Counter("streamrec_lookup_seen_filtered_total",
+                        "lists rewritten without items their user has just interacted with")
 
 
 class LookupConsumer(threading.Thread):
@@ -32,24 +36,79 @@ class LookupConsumer(threading.Thread):
         self.ready = threading.Event()
         self.error: str | None = None
         self.partitions: list[int] = []
+        self.seen = RecentSeen(settings.lookup_seen_users, settings.lookup_seen_per_user) \
+            if settings.lookup_seen_filter else None
 
     def stop(self) -> None:
         self._halt.set()
 
-    def _assign(self, consumer: Consumer) -> None:
-        topic = self.settings.topic_recommendations
+    def _partitions(self, consumer: Consumer, topic: str) -> list[int]:
         while not self._halt.is_set():
             md = consumer.list_topics(topic, timeout=5)
             t = md.topics.get(topic)
             if t is not None and t.error is None and t.partitions:
-                break
+                return sorted(t.partitions)
             log.info("waiting for topic %s to exist", topic)
             time.sleep(1)
-        self.partitions = sorted(t.partitions)
+        return []
+
+    def _assign(self, consumer: Consumer) -> None:
+        topic = self.settings.topic_recommendations
+        self.partitions = self._partitions(consumer, topic)
         stored = self.store.offsets()
-        consumer.assign([TopicPartition(topic, p, stored.get(str(p), OFFSET_BEGINNING))
-                         for p in self.partitions])
+        tps = [TopicPartition(topic, p, stored.get(str(p), OFFSET_BEGINNING))
+               for p in self.partitions]
+        if self.seen is not None:
+            # Only events from now on matter: lists published later already exclude older
+            # ones. Start at the reported end (on Tansu it can be a little before the end,
+            # which only re-reads a few events).
+            events = self.settings.topic_interactions
+            for p in self._partitions(consumer, events):
+                _, high = consumer.get_watermark_offsets(TopicPartition(events, p), timeout=5)
+                tps.append(TopicPartition(events, p, max(high, 0)))
+        consumer.assign(tps)
         log.info("lookup consumer assigned %s from %s", self.partitions, stored or "beginning")
+
+    def _filtered(self, msgs: list, offsets: dict[str, int]) -> list[tuple[bytes, bytes | None]]:
+        """The batch's writes: lists (minus recent items of their user) in arrival order,
+        plus stored lists rewritten because their user has just touched one of their items."""
+        lists_topic = self.settings.topic_recommendations
+        writes: dict[bytes, bytes | None] = {}
+        seen = self.seen
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("lookup read error: %s", err)
+                continue
+            key = m.key()
+            if m.topic() == lists_topic:
+                offsets[str(m.partition())] = m.offset() + 1
+                if key is None:
+                    continue
+                value = m.value()
+                recent = seen.items_of(key.decode("utf-8", "replace")) if seen else None
+                if value is not None and recent:
+                    kept = without_items(value, recent)
+                    if kept is not None:
+                        value = kept
+                        SEEN_FILTERED.inc()
+                writes.pop(key, None)  # keep arrival order: the last write wins
+                writes[key] = value
+            elif seen is not None:
+                pair = event_user_item(m.value())
+                if pair is None:
+                    continue
+                user, item = pair
+                seen.add(user, item)
+                ukey = user.encode("utf-8")
+                current = writes[ukey] if ukey in writes else self.store.get(user)
+                if current is not None:
+                    rewritten = without_items(current, {item})
+                    if rewritten is not None:
+                        writes[ukey] = rewritten
+                        SEEN_FILTERED.inc()
+        return list(writes.items())
 
     def run(self) -> None:
         conf = consumer_config(self.settings, f"streamrec-lookup-{uuid.uuid4().hex[:8]}",
@@ -65,17 +124,7 @@ class LookupConsumer(threading.Thread):
                 if first is None:
                     continue
                 msgs = [first, *consumer.consume(5000, 0)]
-                batch = []
-                for m in msgs:
-                    err = m.error()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            log.warning("lookup read error: %s", err)
-                        continue
-                    if m.key() is None:
-                        continue
-                    batch.append((m.key(), m.value()))
-                    offsets[str(m.partition())] = m.offset() + 1
+                batch = self._filtered(msgs, offsets)
                 if batch:
                     self.store.apply(batch, offsets)
                     RECORDS.inc(len(batch))

@@ -1,0 +1,53 @@
+"""The ranking-loss fast path of PaddedLightFM.fit_partial equals LightFM's own fit_partial."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from stream_app.model import ARRAYS, SIDES, ModelParams, PaddedLightFM
+
+
+def _reference_fit(model: PaddedLightFM, u: np.ndarray, i: np.ndarray, v: np.ndarray,
+                   epochs: int) -> None:
+    """What the model did before the fast path: LightFM.fit_partial on positives only."""
+    inter, w = model.interactions_matrix(u, i, v)
+    pos = inter.data > 0
+    if not pos.any():
+        return
+    shape = inter.shape
+    inter = sp.coo_matrix((inter.data[pos], (inter.row[pos], inter.col[pos])), shape=shape)
+    w = sp.coo_matrix((w.data[pos], (w.row[pos], w.col[pos])), shape=shape)
+    model.lightfm.fit_partial(inter, user_features=model.users.matrix(),
+                              item_features=model.items.matrix(), sample_weight=w,
+                              epochs=epochs)
+
+
+@pytest.mark.parametrize("loss", ["warp", "bpr"])
+def test_fast_path_is_bit_identical_to_lightfm_fit_partial(loss: str) -> None:
+    rng = np.random.default_rng(7)
+    fast = PaddedLightFM(ModelParams(loss=loss), 120, 80)
+    ref = copy.deepcopy(fast)
+    for _ in range(15):
+        n = int(rng.integers(1, 25))
+        u, i = rng.integers(0, 120, n), rng.integers(0, 80, n)
+        v = rng.choice([1.0, -1.0, 2.0, 0.5], n).astype(np.float32)  # dupes, negatives
+        fast.fit_partial(u, i, v, epochs=3)
+        _reference_fit(ref, u, i, v, epochs=3)
+    for side in SIDES:
+        for name in ARRAYS:
+            a = getattr(fast.lightfm, f"{side}_{name}")
+            b = getattr(ref.lightfm, f"{side}_{name}")
+            assert np.array_equal(a, b), (side, name)
+
+
+def test_fast_path_rejects_non_finite_values_and_skips_negatives_only() -> None:
+    model = PaddedLightFM(ModelParams(), 10, 10)
+    before = model.lightfm.item_embeddings.copy()
+    model.fit_partial(np.array([1]), np.array([2]), np.array([-1.0], np.float32))
+    assert np.array_equal(before, model.lightfm.item_embeddings)
+    with pytest.raises(ValueError, match="finite"):
+        model.fit_partial(np.array([1]), np.array([2]), np.array([np.inf], np.float32))
