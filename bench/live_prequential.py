@@ -35,18 +35,45 @@ POSITIVE = 4.0
 
 
 
-def scrape(url: str) -> dict[str, float]:
-    """The worker's batch counters: how many batches, their mean size and time."""
+def histogram_quantile(text: str, name: str, q: float) -> float | None:
+    """Quantile ``q`` of a Prometheus histogram in ``text`` (the bucket's upper bound, as
+    ``histogram_quantile`` would interpolate it at the bucket's top): ms."""
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    for le, count in buckets:
+        if count >= q * total:
+            return le * 1000
+    return None
+
+
+def scrape(worker_url: str, lookup_url: str) -> dict[str, float | None]:
+    """The worker's batch counters and the per-hop delays of worker and lookup."""
+    text = httpx.get(worker_url, timeout=5).text
     values = {}
-    for line in httpx.get(url, timeout=5).text.splitlines():
+    for line in text.splitlines():
         name, _, v = line.partition(" ")
         if name.startswith(("streamrec_worker_batch_seconds_", "streamrec_worker_batch_records_")) \
                 and name.endswith(("_sum", "_count")):
             values[name] = float(v)
     b = values.get("streamrec_worker_batch_records_count", 0) or 1
+    lookup = httpx.get(lookup_url, timeout=5).text
     return {"batches": b,
             "mean_batch_events": values.get("streamrec_worker_batch_records_sum", 0) / b,
-            "mean_batch_ms": 1000 * values.get("streamrec_worker_batch_seconds_sum", 0) / b}
+            "mean_batch_ms": 1000 * values.get("streamrec_worker_batch_seconds_sum", 0) / b,
+            "ingest_delay_ms_p50": histogram_quantile(
+                text, "streamrec_worker_ingest_delay_seconds", 0.5),
+            "ingest_delay_ms_p90": histogram_quantile(
+                text, "streamrec_worker_ingest_delay_seconds", 0.9),
+            "list_delay_ms_p50": histogram_quantile(
+                lookup, "streamrec_lookup_list_delay_seconds", 0.5),
+            "list_delay_ms_p90": histogram_quantile(
+                lookup, "streamrec_lookup_list_delay_seconds", 0.9)}
 
 
 def live_run(data: Path, rate: float, bootstrap: str, work: Path, **overrides) -> dict:
@@ -64,6 +91,10 @@ def live_run(data: Path, rate: float, bootstrap: str, work: Path, **overrides) -
         first_user = str(ml.users[0])
         wait(lambda: api.get(f"/recommendations/{first_user}").json()["source"] == "model",
              600, "bootstrap lists")
+        # ... and the worker streams (its consumer joined): else the first seconds of
+        # events wait for the group join and every list misses them.
+        wait(lambda: "streamrec_worker_ready 1.0" in httpx.get(
+            f"http://127.0.0.1:{s.worker_metrics_port}/metrics").text, 120, "worker streaming")
         returning = set(ml.users[:split][ml.ratings[:split] >= POSITIVE].tolist())
         hits, new_flags, served, stale, ages, missing = [], [], [], [], [], []
         last_sent: dict[str, float] = {}
@@ -93,7 +124,8 @@ def live_run(data: Path, rate: float, bootstrap: str, work: Path, **overrides) -
                 sent_times.setdefault(str(ml.users[k]), []).append(now)
                 pacer.tick()
         wall = time.perf_counter() - t0
-        worker_metrics = scrape(f"http://127.0.0.1:{s.worker_metrics_port}/metrics")
+        worker_metrics = scrape(f"http://127.0.0.1:{s.worker_metrics_port}/metrics",
+                                f"http://127.0.0.1:{s.http_port}/metrics")
     finally:
         for p in procs:
             p.terminate()

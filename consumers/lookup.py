@@ -9,7 +9,7 @@ import time
 import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from consumers.seen import RecentSeen, event_user_item, without_items
 from consumers.store import ListStore
@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 
 RECORDS = Counter("streamrec_lookup_records_total", "recommendation records stored")
 LAST_UPDATE = Gauge("streamrec_lookup_last_update_timestamp", "when the store last changed")
+LIST_DELAY = Histogram("streamrec_lookup_list_delay_seconds",
+                       "A list record's timestamp (when the worker published it) to when it is "
+                       "stored here and served", buckets=(.0005, .001, .002, .003, .005, .0075,
+                                                          .01, .015, .02, .03, .05, .1, .25,
+                                                          .5, 1, 2.5, 5, 10))
 SEEN_FILTERED = Counter("streamrec_lookup_seen_filtered_total",
                         "lists rewritten without items their user has just interacted with")
 
@@ -36,6 +41,7 @@ class LookupConsumer(threading.Thread):
         self.ready = threading.Event()
         self.error: str | None = None
         self.partitions: list[int] = []
+        self._pending_delays: list[float] = []
         self.seen = RecentSeen(settings.lookup_seen_users, settings.lookup_seen_per_user) \
             if settings.lookup_seen_filter else None
 
@@ -75,6 +81,7 @@ class LookupConsumer(threading.Thread):
         lists_topic = self.settings.topic_recommendations
         writes: dict[bytes, bytes | None] = {}
         seen = self.seen
+        delays: list[float] = []
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -84,6 +91,9 @@ class LookupConsumer(threading.Thread):
             key = m.key()
             if m.topic() == lists_topic:
                 offsets[str(m.partition())] = m.offset() + 1
+                _, ts = m.timestamp()
+                if ts > 0:
+                    delays.append(ts / 1000.0)
                 if key is None:
                     continue
                 value = m.value()
@@ -108,6 +118,7 @@ class LookupConsumer(threading.Thread):
                     if rewritten is not None:
                         writes[ukey] = rewritten
                         SEEN_FILTERED.inc()
+        self._pending_delays = delays
         return list(writes.items())
 
     def run(self) -> None:
@@ -127,6 +138,9 @@ class LookupConsumer(threading.Thread):
                 batch = self._filtered(msgs, offsets)
                 if batch:
                     self.store.apply(batch, offsets)
+                    now = time.time()
+                    for ts in self._pending_delays:
+                        LIST_DELAY.observe(max(0.0, now - ts))
                     RECORDS.inc(len(batch))
                     LAST_UPDATE.set(time.time())
         except Exception as exc:  # keep the API up and say why in /healthz

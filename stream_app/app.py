@@ -97,9 +97,8 @@ def _add_batch_task(app: faust.App, settings: Settings, worker: Worker) -> None:
     @app.task
     async def learn_batches() -> None:
         loop = asyncio.get_running_loop()
-        consumer = BatchConsumer(settings, worker)
+        consumer = BatchConsumer(settings, worker)  # READY once its partitions are assigned
         worker.on_checkpoint = consumer.commit
-        metrics.READY.set(1)
         try:
             while True:
                 records = await loop.run_in_executor(None, consumer.poll_batch,

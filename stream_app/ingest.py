@@ -15,6 +15,7 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from stream_app import metrics
 from stream_app.worker import Worker
 from streamrec.kafka import consumer_config
 from streamrec.replay import Record
@@ -46,6 +47,7 @@ class BatchConsumer:
             tp.offset = offsets.get(f"{tp.topic}:{tp.partition}", OFFSET_BEGINNING)
         consumer.assign(partitions)
         log.info("ingest assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in partitions])
+        metrics.READY.set(1)  # only now does an event reach the model (group joined)
 
     def poll_batch(self, n: int, timeout: float) -> list[Record]:
         """Wait up to ``timeout`` for one record, then take whatever else is already fetched

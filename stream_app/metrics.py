@@ -8,6 +8,13 @@ BATCHES = Counter("streamrec_worker_batches_total", "Micro-batches applied")
 BATCH_SECONDS = Histogram("streamrec_worker_batch_seconds",
                           "Wall time of one micro-batch (train + top-N + publish)",
                           buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+HOP_BUCKETS = (.0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .1, .25, .5, 1,
+               2.5, 5, 10)
+"""Fine below 20 ms: a list must follow its user's events within a few ms (evaluation.md)."""
+INGEST_DELAY = Histogram("streamrec_worker_ingest_delay_seconds",
+                         "Record timestamp (the producer's create time) to the start of the "
+                         "micro-batch that applies it: the broker hop plus any queueing",
+                         buckets=HOP_BUCKETS)
 BATCH_SIZE = Histogram("streamrec_worker_batch_records", "Records per micro-batch",
                        buckets=(1, 5, 10, 50, 100, 500, 1000, 5000, 10000))
 LISTS = Counter("streamrec_worker_lists_published_total", "Recommendation lists published")

@@ -111,6 +111,9 @@ class Worker:
     def handle(self, records: list[Record]) -> BatchResult:
         """One micro-batch: log it, apply it, publish its lists; checkpoint when due."""
         t0 = time.perf_counter()
+        now = time.time()
+        for rec in records:
+            metrics.INGEST_DELAY.observe(max(0.0, now - rec[5]))
         res = self._apply(records, wal=True)
         self.maybe_checkpoint()
         metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)

@@ -10,11 +10,18 @@ from streamrec.settings import Settings
 _rdkafka_log = logging.getLogger("librdkafka")
 
 
+LOW_LATENCY: dict[str, Any] = {"socket.nagle.disable": True}
+"""Every client sends small requests at once: with Nagle's algorithm on (librdkafka's
+default) a small request can wait for the ACK of the previous one, which Linux delays by up
+to 40 ms; a list must follow its event within a few ms (docs/benchmarks.md)."""
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Producer settings: murmur2 partitioning (same partition as Java/Faust producers for a
     key, so per-user order holds), small linger for freshness, idempotence for no duplicates."""
     conf: dict[str, Any] = {
         **settings.kafka_common(),
+        **LOW_LATENCY,
         "partitioner": "murmur2_random",
         "linger.ms": 2,
         "batch.size": 1_000_000,
@@ -31,6 +38,7 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     back-off (librdkafka's 1 s default caps throughput near 150 k/s), manual commits."""
     conf: dict[str, Any] = {
         **settings.kafka_common(),
+        **LOW_LATENCY,
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
