@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from stream_app.cooccurrence import CooccurrenceIndex, blend
+from stream_app.explore import Entry, explore_batch, row_moments
 from stream_app.guard import Guard, GuardConfig
 from stream_app.model import ModelParams, PaddedLightFM, padded_capacity
 from stream_app.registry import IdRegistry
@@ -26,6 +27,8 @@ from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
+ListEntry = tuple[str, float, "str | None"]
+"""(item_id, score, reason) of a published list; reason is ``"explore"`` or None."""
 
 
 @dataclass
@@ -215,17 +218,53 @@ class Engine:
                            self.settings.cooc_weight, len(self.items))
         return scores
 
-    def recommend_rows(self, user_rows: np.ndarray, n: int) -> list[list[tuple[str, float]]]:
-        """Top-n (item_id, score) per user row, seen and disliked items excluded."""
+    def item_positives(self) -> np.ndarray:
+        """Positives per assigned item row (distinct users), the exploration's uncertainty.
+
+        Read from the co-occurrence index, which counts every positive whether or not its
+        scores are blended and which a checkpoint restores from users' stored positives,
+        so no extra state is kept or saved.
+        """
+        valid = len(self.items)
+        counts = self.cooc.counts
+        if len(counts) >= valid:
+            return counts[:valid]
+        return np.concatenate([counts, np.zeros(valid - len(counts), counts.dtype)])
+
+    def pick_rows(self, user_rows: np.ndarray, scores: np.ndarray, n: int,
+                  exclude: Sequence[Collection[int]] | None = None) -> list[list[Entry]]:
+        """Best-first (item row, score, reason) lists of ``n`` for a batch of user rows.
+
+        ``scores`` is (users x item capacity) and is modified in place. ``exclude``: item
+        rows never to show per user (default: what each user interacted with or disliked).
+        With ``explore_share`` > 0 some slots go to sampled uncertain items, marked
+        ``"explore"`` (:mod:`stream_app.explore`); the draw is keyed by ``random_seed``,
+        the model step and the user row, so it is reproducible and changes as the model
+        moves.
+        """
+        valid = len(self.items)
+        if exclude is None:
+            exclude = [self.seen.get(int(r), ()) for r in user_rows]
+        s = self.settings
+        moments = row_moments(scores[:, :valid]) if s.explore_share > 0 else None
+        picked = top_n(scores, n, valid, exclude)
+        if moments is None:
+            return [[(r, v, None) for r, v in zip(rows.tolist(), sc.tolist())]
+                    for rows, sc in picked]
+        return explore_batch(np.asarray(user_rows), scores, moments, picked, self.item_positives(),
+                             n, s.explore_share, s.explore_temperature, s.explore_protect_top,
+                             s.random_seed, self.batch_seq)
+
+    def recommend_rows(self, user_rows: np.ndarray, n: int) -> list[list[ListEntry]]:
+        """Top-n (item_id, score, reason) per user row, seen and disliked items excluded;
+        reason is ``"explore"`` for an exploration slot, else None."""
         if len(user_rows) == 0:
             return []
-        scores = self.score_rows(user_rows)
-        exclude = [self.seen.get(int(r), ()) for r in user_rows]
-        picked = top_n(scores, n, len(self.items), exclude)
-        ids = self.items.ids_of
-        return [list(zip(ids(rows), np.round(s, 5).tolist())) for rows, s in picked]
+        lists = self.pick_rows(user_rows, self.score_rows(user_rows), n)
+        id_of = self.items.id_of
+        return [[(id_of(r), round(v, 5), why) for r, v, why in lst] for lst in lists]
 
-    def recommend(self, user_id: str, n: int) -> tuple[list[tuple[str, float]], str]:
+    def recommend(self, user_id: str, n: int) -> tuple[list[ListEntry], str]:
         """A user's list and its source; an unknown user gets the popular fallback."""
         row = self.users.get(user_id)
         if row is None:
@@ -233,18 +272,21 @@ class Engine:
         lst = self.recommend_rows(np.array([row]), n)[0]
         return lst, ("model" if row in self.trained_users else "fallback")
 
-    def fallback(self, n: int) -> list[tuple[str, float]]:
-        """Most frequent items among the last ``popular_window`` positives."""
+    def fallback(self, n: int) -> list[ListEntry]:
+        """Most frequent items among the last ``popular_window`` positives (no exploration:
+        it is what unknown users see, and what an attack on the popular list would move)."""
         top = [(r, c) for r, c in self.popularity.most_common(n) if c > 0]
         total = max(1, len(self.recent_positives))
-        return [(self.items.id_of(r), c / total) for r, c in top]
+        return [(self.items.id_of(r), c / total, None) for r, c in top]
 
-    def list_record(self, user_id: str, items: list[tuple[str, float]], source: str,
+    def list_record(self, user_id: str, items: Sequence[ListEntry], source: str,
                     now: float | None = None) -> bytes:
-        """The contract's recommendation list as the JSON bytes published and served."""
+        """The contract's recommendation list as the JSON bytes published and served; an
+        entry with a reason (``"explore"``) carries it as ``"reason"`` (additive)."""
         return orjson.dumps({
             "user_id": user_id,
-            "items": [{"item_id": i, "score": s} for i, s in items],
+            "items": [{"item_id": i, "score": s} if why is None else
+                      {"item_id": i, "score": s, "reason": why} for i, s, why in items],
             "model_version": self.model_version,
             "updated_at": time.time() if now is None else now,
             "source": source,

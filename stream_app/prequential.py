@@ -10,7 +10,10 @@ The protocol (river's ``progressive_val_score`` for top-N lists):
 
 Reported: hit@n overall and for new users (no positive before the split) vs returning
 ones, catalogue coverage of the lists served, mean popularity rank of recommended items
-(1 = the most liked item before the split) and run time.
+(1 = the most liked item before the split), the beyond-accuracy numbers of
+:mod:`stream_app.beyond_accuracy` (novelty, genre diversity, popularity bias against the
+users' own history, exposure of new items) and run time. :func:`run_exploration` adds the
+price and gain of exploration slots.
 
 Any object with ``fit_initial(events)``, ``recommend(user, n, exclude)`` and
 ``update(events)`` can be evaluated (:class:`PrequentialModel`); adapters here cover
@@ -36,6 +39,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from stream_app import beyond_accuracy
 from stream_app.cooccurrence import CooccurrenceIndex, blend
 from stream_app.engine import Engine
 from stream_app.foldin import fold_in_lightfm
@@ -195,6 +199,10 @@ class RunResult:
     fit_seconds: float
     seconds: float
     n: int = 10
+    lists: np.ndarray = field(default_factory=lambda: np.empty((0, 10), np.int64))
+    """Every list served, one row per positive (item codes, ``-1`` padded)."""
+    beyond: dict[str, float] = field(default_factory=dict)
+    """Beyond-accuracy numbers (:func:`stream_app.beyond_accuracy.measure`)."""
 
     def hit_rate(self, mask: np.ndarray | None = None) -> float:
         h = self.hits if mask is None else self.hits[mask]
@@ -211,6 +219,7 @@ class RunResult:
             "hits": int(self.hits.sum()),
             "coverage": round(float((self.served > 0).mean()), 4),
             "mean_popularity_rank": round(self.pop_rank_sum / max(1, self.n_served), 1),
+            **self.beyond,
             "fit_seconds": round(self.fit_seconds, 1),
             "seconds": round(self.seconds, 1),
         }
@@ -255,7 +264,7 @@ def run_prequential(model: PrequentialModel, stream: Stream, split: float = 0.9,
     returning = set(initial.positives(threshold)[0].tolist())
     ranks = popularity_ranks(initial, stream.n_items, threshold)
     served = np.zeros(stream.n_items, np.int64)
-    hits, new_user, index = [], [], []
+    hits, new_user, index, lists = [], [], [], []
     rank_sum, n_served = 0.0, 0
     users, items, ratings = stream.users.tolist(), stream.items.tolist(), stream.ratings.tolist()
     steps: Iterable[int] = range(lo, hi)
@@ -272,6 +281,7 @@ def run_prequential(model: PrequentialModel, stream: Stream, split: float = 0.9,
             new_user.append(u not in returning)
             index.append(k)
             served[recs] += 1
+            lists.append(recs)
             rank_sum += float(ranks[recs].sum())
             n_served += len(recs)
         seen.add(i)
@@ -281,8 +291,12 @@ def run_prequential(model: PrequentialModel, stream: Stream, split: float = 0.9,
         model_finish()
     total = time.perf_counter() - t0
     log.info("prequential %s: %d positives in %.1f s", model.name, len(hits), total)
-    return RunResult(model.name, np.array(hits, bool), np.array(new_user, bool),
-                     np.array(index, np.int64), served, rank_sum, n_served, fit_s, total, n)
+    hits_a, index_a = np.array(hits, bool), np.array(index, np.int64)
+    lists_a = beyond_accuracy.pad_lists(lists, n)
+    beyond = beyond_accuracy.measure(stream, lists_a, index_a, lo, hits_a, threshold) \
+        if len(lists) else {}
+    return RunResult(model.name, hits_a, np.array(new_user, bool), index_a, served, rank_sum,
+                     n_served, fit_s, total, n, lists_a, beyond)
 
 
 # --------------------------------------------------------------------------- popularity
@@ -319,8 +333,14 @@ class Popularity:
 
 # --------------------------------------------------------------------------- the engine
 def engine_settings(**overrides: Any) -> Settings:
-    """The worker's defaults with single-threaded (reproducible) training."""
-    return Settings(**{"num_threads": 1, **overrides})
+    """The worker's defaults with single-threaded (reproducible) training and, unless
+    overridden, no exploration: model comparisons measure the ranking itself (the peers do
+    not explore); :func:`run_exploration` measures what exploration costs and buys."""
+    return Settings(**{"num_threads": 1, "explore_share": 0.0, **overrides})
+
+
+LIST_SETTINGS = frozenset({"explore_share", "explore_temperature", "explore_protect_top"})
+"""Settings that shape lists but not training: a bootstrapped engine is shared across them."""
 
 
 def bootstrap_engine(settings: Settings, events: Events, metadata: bool = True) -> Engine:
@@ -353,11 +373,13 @@ class BootstrapCache:
         self._engines: dict[tuple, Engine] = {}
 
     def get(self, settings: Settings, events: Events, metadata: bool = True) -> Engine:
-        key = (settings.model_dump_json(), metadata, id(events.stream), events.start,
-               events.stop)
+        key = (settings.model_dump_json(exclude=set(LIST_SETTINGS)), metadata,
+               id(events.stream), events.start, events.stop)
         if key not in self._engines:
             self._engines[key] = bootstrap_engine(settings, events, metadata)
-        return copy.deepcopy(self._engines[key])
+        engine = copy.deepcopy(self._engines[key])
+        engine.settings = settings         # differs at most in LIST_SETTINGS
+        return engine
 
 
 class EngineModel:
@@ -449,8 +471,9 @@ class EngineModel:
             return self.fallback(n, exclude)
         scores = self.score_row(row)[None, :].astype(np.float64)
         ex = e.seen.get(row, set()) | self.item_rows(exclude)
-        rows, _ = top_n(scores, n, len(e.items), [ex])[0]
-        return self.item_codes()[rows]
+        entries = e.pick_rows(np.array([row]), scores, n, [ex])[0]
+        return self.item_codes()[np.fromiter((r for r, _, _ in entries), np.int64,
+                                             len(entries))]
 
 
 class PeriodicRetrain(EngineModel):
@@ -685,6 +708,88 @@ BEST_SETTINGS: dict[str, Any] = {"epochs_per_batch": 10}
 BEST: dict[str, Any] = {"cooc_weight": 0.3, "cooc_alpha": 0.7, "cooc_recent": 20,
                         "cooc_pair_window": 20}
 """Keyword arguments of :class:`ImprovedEngine` chosen on the held-out window."""
+
+
+EXPLORE_SHARES: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3)
+"""Exploration shares of the trade-off curve in ``streamrec evaluate``."""
+
+EXPLORE_TEMPERATURES: tuple[float, ...] = (0.5, 1.0, 2.0)
+"""Temperatures of the curve: near the top of the ranking (0.5) to mostly novelty (2)."""
+
+EXPLORE_KEYS = ("hit@10", "hit@10_new", "hit@10_returning", "coverage", "novelty_bits",
+                "diversity_genre", "rec_popularity_pct", "new_items", "new_items_shown",
+                "new_item_median_delay", "new_item_positives", "new_item_hit", "seconds")
+
+
+def run_exploration(stream: Stream, out_dir: Path | None = None,
+                    settings: Settings | None = None,
+                    shares: Sequence[float] = EXPLORE_SHARES,
+                    temperatures: Sequence[float] = EXPLORE_TEMPERATURES,
+                    split: float = 0.9, n: int = 10,
+                    progress: bool = True, cache: BootstrapCache | None = None
+                    ) -> list[dict[str, Any]]:
+    """Exploration's price and gain: the engine as the worker runs it (B = 1) with each
+    ``explore_share`` (and temperature), through the same prequential protocol.
+
+    The replay is logged data: a list cannot change what the user does next, so the gain is
+    measured as exposure (coverage, how soon new items are first shown), not as the clicks
+    exposure would earn; the price (hit@n) is measured exactly. Writes
+    ``exploration.json`` and ``exploration.png`` to ``out_dir`` if given.
+    """
+    settings = settings or engine_settings()
+    cache = cache or BootstrapCache()
+    rows: list[dict[str, Any]] = []
+    for t in temperatures:
+        for share in shares:
+            if share == 0 and t != temperatures[0]:
+                continue                       # no slot explores: the temperature is moot
+            s = settings.model_copy(update={"explore_share": share, "explore_temperature": t})
+            name = f"explore {share:g}" + (f" T={t:g}" if len(temperatures) > 1 else "")
+            res = run_prequential(EngineModel(s, 1, cache=cache, name=name), stream,
+                                  split=split, n=n, progress=progress)
+            summary = res.summary()
+            rows.append({"explore_share": share, "temperature": t,
+                         **{k: summary[k] for k in EXPLORE_KEYS if k in summary}})
+            log.info("exploration %s: %s", name, rows[-1])
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "exploration.json").write_text(json.dumps(
+            {"protocol": "prequential, ML-100K last 10 %, engine defaults, B = 1",
+             "points": rows}, indent=1))
+        plot_exploration(rows, out_dir / "exploration.png")
+    return rows
+
+
+def plot_exploration(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """hit@10, catalogue coverage and the share of new items ever shown against
+    explore_share, one line per temperature."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    base = [r for r in rows if r["explore_share"] == 0]
+    panels = (("hit@10", "prequential hit@10", "price: hit@10"),
+              ("coverage", "catalogue coverage", "gain: catalogue coverage"),
+              ("new_items_shown", "share of new items shown",
+               "gain: new items shown at all"))
+    for k, t in enumerate(sorted({r["temperature"] for r in rows})):
+        pts = sorted(base + [r for r in rows if r["temperature"] == t and r["explore_share"]],
+                     key=lambda r: r["explore_share"])
+        for ax, (key, _, _) in zip(axes, panels):
+            ax.plot([r["explore_share"] for r in pts], [r[key] for r in pts], "o-",
+                    color=f"C{k}", label=f"temperature {t:g}")
+    for ax, (_, ylabel, title) in zip(axes, panels):
+        ax.set_xlabel("explore_share")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Exploration on ML-100K (prequential, last 10 %, B = 1; new items: first "
+                 "event in the test window)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def run_all(stream: Stream, out_dir: Path, settings: Settings | None = None,

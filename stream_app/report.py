@@ -29,7 +29,8 @@ ABLATION: list[tuple[str, dict[str, Any]]] = [
 
 
 def run_evaluation(data: Path, out: Path, progress: bool = True,
-                   ablation: bool = True) -> dict[str, Any]:
+                   ablation: bool = True, seed_protocol: bool = True,
+                   exploration: bool = True) -> dict[str, Any]:
     from streamrec.movielens import load_movielens
 
     out.mkdir(parents=True, exist_ok=True)
@@ -42,9 +43,16 @@ def run_evaluation(data: Path, out: Path, progress: bool = True,
             abl.append(pq.run_prequential(model, stream, progress=progress).summary())
     doc["ablation"] = abl
     doc["cold_start"] = cold_start(stream, progress=progress) if ablation else []
+    # ~2 min: the engine at B=1 per explore_share and temperature (exploration.png, .json)
+    doc["exploration"] = pq.run_exploration(stream, out, pq.engine_settings(),
+                                            progress=progress) if exploration else []
     if (data / "ua.base").exists() and (data / "ua.test").exists():
         from stream_app.offline import offline_table
         doc["offline"] = offline_table(data)
+    if seed_protocol:  # ~1.5 min: AUC curves that choose the training epochs
+        from stream_app.seed_protocol import run_seed_protocol
+        doc["seed_protocol"] = run_seed_protocol(stream, out, pq.engine_settings(),
+                                                 progress=progress)
     live_path = out / "live_prequential.json"
     doc["live"] = json.loads(live_path.read_text()).get("live") if live_path.exists() else None
     (out / "evaluation.md").write_text(render(doc))
@@ -58,6 +66,40 @@ def _rows(summaries: list[dict]) -> str:
         lines.append(f"| {s['name']} | {s['hit@10']:.4f} | {s['hit@10_new']:.4f} | "
                      f"{s['hit@10_returning']:.4f} | {s['coverage']:.3f} | "
                      f"{s['mean_popularity_rank']:.1f} |")
+    return "\n".join(lines)
+
+
+def _beyond_rows(summaries: list[dict]) -> str:
+    """Beyond-accuracy columns of run summaries (stream_app/beyond_accuracy.py)."""
+    lines = ["| model | hit@10 | coverage | novelty (bits) | genre diversity | popularity "
+             "percentile: lists | users' history | lift | new items shown |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        if "novelty_bits" not in s:
+            continue
+        lines.append(f"| {s['name']} | {s['hit@10']:.4f} | {s['coverage']:.3f} | "
+                     f"{s['novelty_bits']:.2f} | {s['diversity_genre']:.3f} | "
+                     f"{s['rec_popularity_pct']:.3f} | {s['history_popularity_pct']:.3f} | "
+                     f"{s['popularity_lift']:+.3f} | {s['new_items_shown']:.0%} |")
+    return "\n".join(lines)
+
+
+def _delay(x: float | None) -> str:
+    return "never (< half shown)" if x is None or x == float("inf") else f"{x:,.0f}"
+
+
+def _exploration_rows(points: list[dict]) -> str:
+    """The exploration trade-off table (stream_app/prequential.py: run_exploration)."""
+    base = next((p["hit@10"] for p in points if p["explore_share"] == 0), None)
+    lines = ["| explore_share | temperature | hit@10 | price | coverage | novelty (bits) | "
+             "new items shown | median events to first exposure | new-item hit@10 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for p in points:
+        price = f"{p['hit@10'] - base:+.4f}" if base is not None else "–"
+        lines.append(f"| {p['explore_share']:g} | {p['temperature']:g} | {p['hit@10']:.4f} | "
+                     f"{price} | {p['coverage']:.3f} | {p['novelty_bits']:.2f} | "
+                     f"{p['new_items_shown']:.0%} of {p['new_items']} | "
+                     f"{_delay(p['new_item_median_delay'])} | {p['new_item_hit']:.4f} |")
     return "\n".join(lines)
 
 
@@ -76,6 +118,25 @@ def render(doc: dict[str, Any]) -> str:
         "## All models", "", _rows(list(doc["models"].values())), ""]
     if doc.get("ablation"):
         parts += ["## Ablation (micro-batch of 1 event)", "", _rows(doc["ablation"]), ""]
+    parts += ["## Beyond accuracy", "",
+              "Over the same served lists: coverage of the catalogue, novelty (mean "
+              "-log2 of an item's share of training positives), intra-list genre diversity "
+              "(mean pairwise 1 - Jaccard), popularity percentile of recommended items "
+              "against the user's own history (lift > 0: more mainstream than the user), "
+              "and the share of the items new in the test window shown in any list. "
+              "Definitions: `stream_app/beyond_accuracy.py`.", "",
+              _beyond_rows(list(doc["models"].values()) + list(doc.get("ablation") or [])),
+              ""]
+    if doc.get("exploration"):
+        parts += ["## Exploration: price and gain", "",
+                  "The engine as deployed (B = 1) with a share of list slots given to "
+                  "sampled uncertain items. Logged data: lists do not change what users do, "
+                  "so the gain is exposure (coverage; events from an item's first event "
+                  "until a served list first shows it), the price is hit@10. The tables "
+                  "above rank without exploration, like the peers; the worker's default "
+                  "explore_share pays the price shown here.", "",
+                  "![exploration trade-off](exploration.png)", "",
+                  _exploration_rows(doc["exploration"]), ""]
     if doc.get("cold_start"):
         parts += ["## Cold start: the first 5 events of users / items new in the test window",
                   "", "| model | new users: hit@10 (positives) | new items: hit@10 (positives) |"
@@ -95,6 +156,9 @@ def render(doc: dict[str, Any]) -> str:
                   f"{r['precision_at_10']:.4f} | {r['auc']:.4f} | {r['fit_s']:.1f} |"
                   for r in doc["offline"]]
         parts.append("")
+    if doc.get("seed_protocol"):
+        from stream_app.seed_protocol import render_section
+        parts += render_section(doc["seed_protocol"])
     live = doc.get("live")
     if live:
         parts += ["## Through the live pipeline", "",

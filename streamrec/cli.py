@@ -222,6 +222,8 @@ def release(user: Annotated[Optional[str], typer.Option(help="a quarantined user
 def evaluate(data: Annotated[Optional[Path], typer.Option(help="MovieLens 100K folder")] = None,
              out: Annotated[Path, typer.Option(help="report folder")] = Path("bench/results"),
              no_ablation: Annotated[bool, typer.Option(help="skip the ablation runs")] = False,
+             no_seed_protocol: Annotated[bool, typer.Option(
+                 help="skip the seed protocol (AUC training curves, ~1.5 min)")] = False,
              verbose: Verbose = False) -> None:
     """Prequential comparison (popularity, static, periodic, micro-batch sizes) + ablation."""
     from stream_app.report import run_evaluation
@@ -229,7 +231,8 @@ def evaluate(data: Annotated[Optional[Path], typer.Option(help="MovieLens 100K f
 
     setup_logging(verbose)
     logging.getLogger().setLevel(logging.WARNING)
-    doc = run_evaluation(find_movielens(data), out, ablation=not no_ablation)
+    doc = run_evaluation(find_movielens(data), out, ablation=not no_ablation,
+                         seed_protocol=not no_seed_protocol)
     typer.echo(doc["table"])
     typer.echo(f"wrote {out / 'evaluation.md'}, {out / 'prequential.json'} and plots")
 

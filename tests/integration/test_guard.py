@@ -87,8 +87,9 @@ def _attack_share(settings: Settings, tmp_path: Path,
         send(s, base)
         wait_until(lambda: applied(s) == len(base), WORKER_START_S, "seed", (worker,))
 
-        def share() -> float:
-            return sum("i59" in [it["item_id"] for it in get_list(s, u)["items"]]
+        def share() -> float:  # ranked entries only: an exploration slot is a random draw
+            return sum("i59" in [it["item_id"] for it in get_list(s, u)["items"]
+                                 if it.get("reason") != "explore"]
                        for u in real) / len(real)
 
         wait_until(lambda: all(get_list(s, u)["source"] == "model" for u in real), 20, "lists")

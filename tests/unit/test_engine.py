@@ -21,7 +21,7 @@ def test_disliked_and_low_rated_items_are_never_recommended_back():
     e.apply_interactions([ev("u0", "i11", event_type="dislike"),
                           ev("u0", "i10", event_type="rating", rating=1),
                           ev("u0", "i9", event_type="rating", rating=5)])
-    items = [i for i, _ in e.recommend("u0", 20)[0]]
+    items = [i for i, *_ in e.recommend("u0", 20)[0]]
     seen = {"i0", "i1", "i2", "i9", "i10", "i11"}
     assert not set(items) & seen
     assert len(items) == 12 - len(seen)
@@ -73,8 +73,8 @@ def test_checkpoint_plus_wal_restores_exactly(tmp_path):
     assert e2.offsets == e.offsets == {f"{s.topic_interactions}:0": 50}
     assert e2.seen == e.seen
     rows = np.arange(7)
-    assert [[i for i, _ in lst] for lst in e2.recommend_rows(rows, 5)] == \
-        [[i for i, _ in lst] for lst in e.recommend_rows(rows, 5)]  # incl. co-occurrence
+    assert [[i for i, *_ in lst] for lst in e2.recommend_rows(rows, 5)] == \
+        [[i for i, *_ in lst] for lst in e.recommend_rows(rows, 5)]  # incl. co-occurrence
     np.testing.assert_array_equal(e2.cooc.pairs[:11, :11], e.cooc.pairs[:11, :11])
     np.testing.assert_allclose(e2.model.scores(np.arange(7)), e.model.scores(np.arange(7)),
                                rtol=1e-5)

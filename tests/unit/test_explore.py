@@ -1,15 +1,27 @@
-"""Exploration slots: a few marked, reproducible, never-seen items in each list."""
+"""Exploration slots: a few marked, reproducible, never-seen items in each list, in the
+engine's published lists, and the trade-off curve that measures them."""
 
 from __future__ import annotations
 
-import numpy as np
+import copy
+import json
 
+import numpy as np
+import orjson
+
+from stream_app.engine import Engine
 from stream_app.explore import (
     EXPLORE,
+    counter_uniform,
     exploration_log_weights,
+    explore_batch,
     explore_slots,
     mix_exploration,
+    slot_positions,
 )
+from stream_app.prequential import Stream, engine_settings, run_exploration
+from streamrec.schema import validate_interaction
+from streamrec.settings import Settings
 
 N_ITEMS = 200
 
@@ -90,3 +102,110 @@ def test_short_catalogue_still_gets_its_exploration_slot():
                           np.zeros(2), 10, np.random.default_rng(0), share=0.1, protect_top=1)
     assert len(lst) == 3 and lst[0][0] == 5
     assert sum(why == EXPLORE for _, _, why in lst) == 1
+
+
+# --------------------------------------------------------------------------- in the engine
+
+S = Settings(padding_min=20, no_components=8, epochs_per_batch=2, num_threads=1,
+             explore_share=0.2, explore_protect_top=2)
+
+
+def engine(share: float = 0.2) -> Engine:
+    """Two taste groups over 60 items, items 40-59 rarely liked."""
+    e = Engine(S.model_copy(update={"explore_share": share}))
+    rng = np.random.default_rng(1)
+    events = [validate_interaction({"user_id": f"u{u}", "item_id": f"i{int(i)}"})
+              for u in range(20) for i in rng.choice(20, 8, replace=False) + 20 * (u % 2)]
+    events += [validate_interaction({"user_id": "u0", "item_id": f"i{k}"}) for k in (40, 41)]
+    e.apply_interactions(events)
+    return e
+
+
+def test_published_lists_mark_exploration_slots_and_never_show_seen_items():
+    e = engine()
+    lists = dict(e.lists_for_rows(range(20), 10))
+    plain_engine = _without_exploration(e)
+    for row in range(20):
+        uid = e.users.id_of(row)
+        doc = orjson.loads(lists[uid])
+        items = [it["item_id"] for it in doc["items"]]
+        assert len(items) == 10 == len(set(items))
+        assert not set(items) & {e.items.id_of(r) for r in e.seen[row]}
+        reasons = [it.get("reason") for it in doc["items"]]
+        assert set(reasons) <= {None, "explore"} and reasons[:2] == [None, None]
+        assert reasons.count("explore") == 2                 # 0.2 of 10, both after the top 2
+        plain = [i for i, *_ in plain_engine.recommend_rows(np.array([row]), 10)[0]]
+        assert [i for i, r in zip(items, reasons) if r is None] == plain[:8]   # order kept
+
+
+def _without_exploration(e: Engine) -> Engine:
+    """The same state ranking without exploration (a shallow copy with other settings)."""
+    e2 = copy.copy(e)
+    e2.settings = e.settings.model_copy(update={"explore_share": 0.0})
+    return e2
+
+
+def test_exploration_off_publishes_the_plain_ranking_without_reasons():
+    e = engine(share=0.0)
+    for _, raw in e.lists_for_rows(range(20), 10):
+        assert all("reason" not in it for it in orjson.loads(raw)["items"])
+
+
+def test_a_users_draw_depends_on_the_state_and_the_user_only():
+    e = engine()
+    alone = e.recommend_rows(np.array([7]), 10)[0]
+    assert e.recommend_rows(np.array([3, 7, 11]), 10)[1] == alone       # batch-independent
+    assert e.recommend_rows(np.array([7]), 10)[0] == alone              # reproducible
+    before = [e.recommend_rows(np.array([r]), 10)[0] for r in range(20)]
+    e.apply_interactions([validate_interaction({"user_id": "u19", "item_id": "i59"})])
+    after = [e.recommend_rows(np.array([r]), 10)[0] for r in range(20)]
+    assert before != after                                  # the draw moves with the model
+
+
+def test_counter_uniforms_are_reproducible_per_row_and_uniform():
+    a = counter_uniform(42, 3, np.array([5, 9]), 1000)
+    assert np.array_equal(a[1], counter_uniform(42, 3, np.array([9]), 1000)[0])
+    assert not np.array_equal(a[0], a[1])
+    assert not np.array_equal(a, counter_uniform(42, 4, np.array([5, 9]), 1000))
+    assert not np.array_equal(a, counter_uniform(43, 3, np.array([5, 9]), 1000))
+    big = counter_uniform(0, 0, np.arange(50), 2000).ravel()
+    assert 0 < big.min() and big.max() < 1
+    assert np.histogram(big, 10, (0, 1))[0].std() / (len(big) / 10) < 0.02
+
+
+def test_batch_draw_favours_uncertain_items_like_the_single_list_draw():
+    scores = np.array([[5.0, 0.0, 0.0]])                   # item 0 is the exploit pick
+    wins = 0
+    for step in range(3000):
+        s = scores.copy()
+        out = explore_batch(np.array([0]), s, (np.zeros((1, 1)), np.ones((1, 1))),
+                            [(np.array([0]), np.array([5.0]))], np.array([50.0, 0.0, 99.0]),
+                            2, 0.5, 1.0, 1, seed=1, step=step)[0]
+        assert out[0] == (0, 5.0, None) and out[1][2] == EXPLORE
+        wins += out[1][0] == 1
+    assert 0.85 < wins / 3000 < 0.95                       # 1/sqrt(1) vs 1/sqrt(100): 10:1
+
+
+def test_every_prefix_keeps_its_share_of_exploration_slots():
+    for u in np.linspace(0.01, 0.99, 7):
+        first, second = slot_positions(20, 2, 0.1, 3, [u, u])
+        assert 3 <= first < 10 <= second < 20
+    assert slot_positions(10, 3, 0.3, 3, [0.0, 0.0, 0.0]) == [3, 4, 6]
+    assert slot_positions(10, 3, 0.3, 3, [0.99] * 3) == [3, 5, 9]
+
+
+def test_exploration_curve_reports_price_and_gain_per_share(tmp_path):
+    rng = np.random.default_rng(0)
+    users = [f"u{k % 12}" for k in range(240)]
+    items = [f"i{int(x)}" for x in rng.integers(0, 40, 240)]
+    stream = Stream.from_triples(users, items, rng.integers(3, 6, 240).tolist())
+    tiny = engine_settings(padding_min=10, no_components=4, epochs_bootstrap=2,
+                           epochs_per_batch=1)
+    rows = run_exploration(stream, tmp_path, tiny, shares=(0.0, 0.3), temperatures=(1.0, 2.0),
+                           split=0.5, progress=False)
+    assert [(r["explore_share"], r["temperature"]) for r in rows] == \
+        [(0.0, 1.0), (0.3, 1.0), (0.3, 2.0)]                # share 0 once: T is moot there
+    assert rows[1]["coverage"] >= rows[0]["coverage"]
+    assert json.loads((tmp_path / "exploration.json").read_text())["points"][0]["hit@10"] == \
+        rows[0]["hit@10"]
+    assert (tmp_path / "exploration.png").stat().st_size > 0
