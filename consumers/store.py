@@ -6,6 +6,7 @@ exactly where its content ends.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -21,6 +22,14 @@ class ListStore:
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
         self.db = Rdict(str(path / "lists.rdb"), opts)
+        self._watchers: list[Callable[[list[bytes]], None]] = []
+
+    def on_change(self, watcher: Callable[[list[bytes]], None]) -> None:
+        """Call ``watcher(keys)`` after every ``apply`` with the user ids it wrote or deleted.
+
+        It runs on the writer's thread, after the write is visible to ``get``: a reader cache
+        drops those keys there (see ``consumers.api``)."""
+        self._watchers.append(watcher)
 
     def get(self, user_id: str) -> bytes | None:
         return self.db.get(b"l:" + user_id.encode("utf-8"))
@@ -39,6 +48,10 @@ class ListStore:
                 wb.put(b"l:" + key, value)
         wb.put(_OFFSETS, orjson.dumps(offsets))
         self.db.write(wb)
+        if self._watchers:
+            keys = [key for key, _ in records]
+            for watcher in self._watchers:
+                watcher(keys)
 
     def count(self) -> int:
         n = 0
