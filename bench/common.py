@@ -88,3 +88,22 @@ def wait(predicate: Any, timeout: float, what: str) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def fresh_settings(bootstrap: str, workdir: Path, **overrides: object) -> "Settings":
+    """Settings with topic names, group, state dir and ports nobody else uses; topics made."""
+    import uuid
+
+    from streamrec.broker import ensure_topics, free_port
+    from streamrec.settings import Settings
+
+    tag = uuid.uuid4().hex[:6]
+    s = Settings(bootstrap_servers=bootstrap, state_dir=workdir / tag,
+                 topic_interactions=f"i-{tag}", topic_users=f"u-{tag}",
+                 topic_items=f"it-{tag}", topic_recommendations=f"r-{tag}",
+                 topic_dlq=f"d-{tag}", topic_quarantine=f"q-{tag}",
+                 topic_control=f"c-{tag}", topic_released=f"rel-{tag}",
+                 worker_group=f"w-{tag}", http_port=free_port(),
+                 worker_metrics_port=free_port(), **overrides)
+    ensure_topics(s)
+    return s

@@ -7,30 +7,15 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import psutil
 
-from streamrec.broker import ensure_topics, free_port
+from bench.common import fresh_settings  # noqa: F401 (re-exported)
 from streamrec.settings import Settings
 
 MB = 1024 * 1024
-
-
-def fresh_settings(bootstrap: str, workdir: Path, **overrides: object) -> Settings:
-    """Settings with topic names, group, state dir and ports nobody else uses; topics made."""
-    tag = uuid.uuid4().hex[:6]
-    s = Settings(bootstrap_servers=bootstrap, state_dir=workdir / tag,
-                 topic_interactions=f"i-{tag}", topic_users=f"u-{tag}",
-                 topic_items=f"it-{tag}", topic_recommendations=f"r-{tag}",
-                 topic_dlq=f"d-{tag}", topic_quarantine=f"q-{tag}",
-                 topic_control=f"c-{tag}", topic_released=f"rel-{tag}",
-                 worker_group=f"w-{tag}", http_port=free_port(),
-                 worker_metrics_port=free_port(), **overrides)
-    ensure_topics(s)
-    return s
 
 
 def worker_metrics(s: Settings) -> dict[str, float]:

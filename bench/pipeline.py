@@ -31,9 +31,9 @@ import sys  # noqa: E402
 
 sys.path.insert(0, sys_path)
 
-from bench.common import (child_env, median, percentile, print_table, spawn,  # noqa: E402
+from bench.common import (child_env, fresh_settings, median, percentile, print_table, spawn,  # noqa: E402
                           wait, write_results)
-from streamrec.broker import ensure_topics, free_port, start_broker  # noqa: E402
+from streamrec.broker import free_port, start_broker  # noqa: E402
 from streamrec.kafka import producer_config  # noqa: E402
 from streamrec.settings import Settings  # noqa: E402
 
@@ -51,15 +51,8 @@ class Stack:
     """Fresh topics + worker + lookup on a broker; stopped with close()."""
 
     def __init__(self, bootstrap: str, workdir: Path, **overrides) -> None:
-        tag = uuid.uuid4().hex[:6]
-        self.s = Settings(bootstrap_servers=bootstrap, state_dir=workdir / tag,
-                          topic_interactions=f"i-{tag}", topic_users=f"u-{tag}",
-                          topic_items=f"it-{tag}", topic_recommendations=f"r-{tag}",
-                          topic_dlq=f"d-{tag}", topic_quarantine=f"q-{tag}",
-                          topic_control=f"c-{tag}", topic_released=f"rel-{tag}",
-                          worker_group=f"w-{tag}", http_port=free_port(),
-                          worker_metrics_port=free_port(), **overrides)
-        ensure_topics(self.s)
+        self.s = fresh_settings(bootstrap, workdir, **overrides)
+        tag = self.s.worker_group[2:]
         env = child_env(self.s)
         self.worker = spawn(["worker", "--no-progress"], env, workdir / f"worker-{tag}.log")
         self.lookup = spawn(["serve"], env, workdir / f"serve-{tag}.log")

@@ -71,8 +71,10 @@ def show_list(ml: MovieLens, doc: dict, title: str) -> None:
                                                                            justify="right")
     t.add_column("genres")
     for rank, it in enumerate(doc["items"], 1):
-        t.add_row(str(rank), ml.titles.get(it["item_id"], it["item_id"]), f"{it['score']:.3f}",
-                  _genres(ml, it["item_id"]))
+        title = ml.titles.get(it["item_id"], it["item_id"])
+        if it.get("reason") == "explore":
+            title += " [explore]"  # an exploration slot (docs/evaluation.md)
+        t.add_row(str(rank), title, f"{it['score']:.3f}", _genres(ml, it["item_id"]))
     console.print(t)
 
 
