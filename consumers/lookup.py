@@ -11,7 +11,7 @@ import uuid
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
-from consumers.seen import RecentSeen, event_user_item, without_items
+from consumers.seen import RecentSeen, event_user_item, may_list, without_items
 from consumers.store import ListStore
 from streamrec.kafka import consumer_config
 from streamrec.settings import Settings
@@ -113,7 +113,7 @@ class LookupConsumer(threading.Thread):
                 seen.add(user, item)
                 ukey = user.encode("utf-8")
                 current = writes[ukey] if ukey in writes else self.store.get(user)
-                if current is not None:
+                if current is not None and may_list(current, item):
                     rewritten = without_items(current, {item})
                     if rewritten is not None:
                         writes[ukey] = rewritten

@@ -69,6 +69,15 @@ def event_user_item(value: bytes | None) -> tuple[str, str] | None:
     return None
 
 
+def may_list(value: bytes, item_id: str) -> bool:
+    """False only when the list record ``value`` certainly does not hold ``item_id``: a
+    substring test on the bytes, so the lookup decodes a stored list only when one of its
+    entries may have to go (most events touch items outside their user's list)."""
+    if '"' in item_id or "\\" in item_id or not item_id.isprintable():
+        return True  # escaped in JSON: let the decoder decide
+    return b'"item_id":"' + item_id.encode("utf-8") + b'"' in value
+
+
 def without_items(value: bytes, remove: dict[str, None] | set[str]) -> bytes | None:
     """The list record ``value`` without entries whose item is in ``remove``; None when
     nothing had to go (the caller keeps the original bytes)."""

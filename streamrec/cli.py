@@ -82,7 +82,8 @@ def worker(bootstrap_servers: Bootstrap = None, state_dir: StateDir = None,
            max_batch: Annotated[Optional[int], typer.Option(help="events per micro-batch")] = None,
            batch_window: Annotated[Optional[float], typer.Option(
                help="seconds to wait for a batch to fill")] = None,
-           no_progress: Annotated[bool, typer.Option(help="no progress bars")] = False,
+           no_progress: Annotated[bool, typer.Option(
+               "--no-progress", help="no progress bars")] = False,
            verbose: Verbose = False) -> None:
     """The stream worker: micro-batched fit_partial and top-N refresh."""
     from stream_app.app import run_worker
@@ -221,11 +222,14 @@ def release(user: Annotated[Optional[str], typer.Option(help="a quarantined user
 @app.command()
 def evaluate(data: Annotated[Optional[Path], typer.Option(help="MovieLens 100K folder")] = None,
              out: Annotated[Path, typer.Option(help="report folder")] = Path("bench/results"),
-             no_ablation: Annotated[bool, typer.Option(help="skip the ablation runs")] = False,
+             no_ablation: Annotated[bool, typer.Option(
+                 "--no-ablation", help="skip the ablation runs")] = False,
              no_seed_protocol: Annotated[bool, typer.Option(
+                 "--no-seed-protocol",
                  help="skip the seed protocol (AUC training curves, ~1.5 min)")] = False,
              verbose: Verbose = False) -> None:
-    """Prequential comparison (popularity, static, periodic, micro-batch sizes) + ablation."""
+    """Prequential comparison (popularity, static, periodic, micro-batch sizes), ablation,
+    exploration curve, beyond-accuracy table, seed protocol; a markdown report with plots."""
     from stream_app.report import run_evaluation
     from streamrec.movielens import find_movielens
 

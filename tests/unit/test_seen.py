@@ -39,3 +39,13 @@ def test_event_user_item_reads_valid_events_and_ignores_anything_else() -> None:
     for bad in (None, b"", b"{", b"[1]", orjson.dumps({"user_id": 3, "item_id": "x"}),
                 orjson.dumps({"user_id": "u"})):
         assert event_user_item(bad) is None
+
+
+def test_may_list_is_never_wrong_when_it_says_no() -> None:
+    from consumers.seen import may_list
+
+    value = _list("a", "b c", "ü", 'q"x')
+    for item in ("a", "b c", "ü", 'q"x'):
+        assert may_list(value, item)
+    assert not may_list(value, "zz")
+    assert not may_list(value, "b")  # a prefix of "b c" is not its id
