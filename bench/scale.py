@@ -125,7 +125,11 @@ def produce_all(s: Settings, chunks: Iterator[list[tuple[bytes, bytes]]]) -> int
 
 
 # --------------------------------------------------------------------------- estimate
-def estimate_mb(users: int, items: int, events: int, s: Settings, chunk: int = 2048) -> dict:
+SPARSE_PAIR_BYTES = 120
+"""Memory per distinct co-liked pair in ``SparseRows`` (two array slots and a dict entry)."""
+
+
+def estimate_mb(users: int, items: int, events: int, s: Settings, chunk: int | None = None) -> dict:
     """The worker's memory at this scale, from its arrays' sizes (MiB).
 
     Worst cases: capacity just grown by ``growth_factor``; during a growth the old and the
@@ -135,9 +139,14 @@ def estimate_mb(users: int, items: int, events: int, s: Settings, chunk: int = 2
     """
     g, k = s.growth_factor, s.no_components
     cap_u, cap_i = users * g, items * g
+    if chunk is None:  # the worker's rule (Worker.publish_lists): a ~64 MB score matrix
+        chunk = max(16, min(2048, (16 << 20) // int(cap_i)))
     cols_u, cols_i = s.user_feature_buckets + cap_u, s.item_feature_buckets + cap_i
     model = (cols_u + cols_i) * (3 * k + 3) * 4
-    cooc = cap_i * cap_i * 4
+    if cap_i <= s.cooc_dense_items:
+        cooc = cap_i * cap_i * 4
+    else:  # sparse rows: ~120 B per distinct pair (arrays + the row's dict); upper bound
+        cooc = min(events * s.cooc_pair_window * 2, cap_i * cap_i) * SPARSE_PAIR_BYTES
     scores = chunk * cap_i * 4 * 5   # scores, co-occurrence scores, 2 standardised, blend
     python = users * PY_BYTES_PER_USER + min(events, s.dedup_window) * PY_BYTES_PER_EVENT
     steady = IMPORTS_MB * MB + model + cooc + python

@@ -6,8 +6,10 @@ retrain), and a user's score for item ``k`` sums, over the user's last ``recent`
 a new positive at once, which is what a factor model updated by SGD does slowly: the engine
 can blend these scores with LightFM's (see :func:`blend`).
 
-Rows are dense ``capacity x capacity`` float32 counts, grown geometrically like the model's
-padding: fine for catalogues of a few ten thousand items; a bigger one wants sparse rows.
+Counts are a dense ``capacity x capacity`` float32 matrix while the catalogue is small (one
+BLAS row-sum per user, the fastest there), and sparse rows (item -> co-liked items and counts,
+in growable arrays) once it outgrows ``dense_max`` items: a dense matrix at 100 k items would
+be 40 GB (84 GB with the padding), while sparse rows hold only pairs that occurred.
 """
 
 from __future__ import annotations
@@ -26,13 +28,19 @@ class CooccurrenceIndex:
     """
 
     def __init__(self, alpha: float = 0.7, recent: int = 20, pair_window: int | None = None,
-                 capacity: int = 256, growth: float = 1.5) -> None:
+                 capacity: int = 256, growth: float = 1.5, dense_max: int = 16_384) -> None:
         self.alpha = alpha
         self.recent = recent
         self.pair_window = pair_window
         self.growth = growth
+        self.dense_max = dense_max
         self.counts = np.zeros(capacity, np.float32)
-        self.pairs = np.zeros((capacity, capacity), np.float32)
+        self.pairs: np.ndarray | None = None
+        self._rows: SparseRows | None = None
+        if capacity <= dense_max:
+            self.pairs = np.zeros((capacity, capacity), np.float32)
+        else:
+            self._rows = SparseRows()
         self.history: dict[int, list[int]] = {}
         self._liked: dict[int, set[int]] = {}
 
@@ -40,15 +48,46 @@ class CooccurrenceIndex:
     def capacity(self) -> int:
         return len(self.counts)
 
+    @property
+    def sparse(self) -> bool:
+        return self._rows is not None
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the counts (for the memory bench)."""
+        held = self.counts.nbytes
+        return held + (self.pairs.nbytes if self.pairs is not None else self._rows.nbytes)
+
+    def pair(self, i: int, j: int) -> float:
+        """How many users liked both ``i`` and ``j`` (within the pair window)."""
+        if self.pairs is not None:
+            return float(self.pairs[i, j]) if max(i, j) < self.capacity else 0.0
+        return self._rows.get(i, j)
+
     def _ensure(self, n: int) -> None:
         if n <= self.capacity:
             return
         cap = int(np.ceil(max(n, self.capacity) * self.growth))
         counts = np.zeros(cap, np.float32)
         counts[:self.capacity] = self.counts
-        pairs = np.zeros((cap, cap), np.float32)
-        pairs[:self.capacity, :self.capacity] = self.pairs
-        self.counts, self.pairs = counts, pairs
+        if self.pairs is not None and cap > self.dense_max:
+            self._rows = SparseRows.from_dense(self.pairs)  # once, when the catalogue grows
+            self.pairs = None
+        elif self.pairs is not None:
+            pairs = np.zeros((cap, cap), np.float32)
+            pairs[:self.capacity, :self.capacity] = self.pairs
+            self.pairs = pairs
+        self.counts = counts
+
+    def _add_pairs(self, i: int, prev: Sequence[int]) -> None:
+        if self.pairs is not None:
+            idx = np.fromiter(prev, np.int64, len(prev))
+            self.pairs[i, idx] += 1.0
+            self.pairs[idx, i] += 1.0
+        else:
+            for j in prev:
+                self._rows.add(i, j)
+                self._rows.add(j, i)
 
     def add(self, users: Iterable[int], items: Iterable[int]) -> None:
         """Record positives in order; a repeated (user, item) positive counts once."""
@@ -61,9 +100,7 @@ class CooccurrenceIndex:
             hist = self.history.setdefault(u, [])
             prev = hist if self.pair_window is None else hist[-self.pair_window:]
             if prev:
-                idx = np.fromiter(prev, np.int64, len(prev))
-                self.pairs[i, idx] += 1.0
-                self.pairs[idx, i] += 1.0
+                self._add_pairs(i, prev)
             self.counts[i] += 1.0
             hist.append(i)
             liked.add(i)
@@ -72,6 +109,11 @@ class CooccurrenceIndex:
         """Rebuild counts and pairs from users' positives (oldest first, no repeats), as
         :meth:`add` would have built them, but vectorised per user (restart path)."""
         self._ensure(1 + max((max(h) for h in histories.values() if h), default=0))
+        if self._rows is not None:  # sparse: the incremental path, user by user
+            for u, hist in histories.items():
+                if hist:
+                    self.add([u] * len(hist), hist)
+            return
         w = self.pair_window
         for u, hist in histories.items():
             if not hist:
@@ -111,8 +153,73 @@ class CooccurrenceIndex:
                 continue
             idx = np.fromiter(src, np.int64, len(src))
             w = self.counts[idx] ** -self.alpha
-            out[r, :m] = (w @ self.pairs[idx, :m]) * inv_cand
+            if self.pairs is not None:
+                out[r, :m] = (w @ self.pairs[idx, :m]) * inv_cand
+            else:
+                row = out[r]
+                for j, wj in zip(idx.tolist(), w.tolist()):
+                    keys, vals = self._rows.row(j)
+                    inside = keys < m
+                    row[keys[inside]] += wj * vals[inside]
+                row[:m] *= inv_cand
         return out
+
+
+class SparseRows:
+    """Per item, the items co-liked with it and how often, in growable arrays; a dict per row
+    finds an existing pair in O(1). Only pairs that occurred take memory."""
+
+    def __init__(self) -> None:
+        self._keys: dict[int, np.ndarray] = {}
+        self._vals: dict[int, np.ndarray] = {}
+        self._len: dict[int, int] = {}
+        self._pos: dict[int, dict[int, int]] = {}
+
+    @classmethod
+    def from_dense(cls, pairs: np.ndarray) -> "SparseRows":
+        rows = cls()
+        for i in np.flatnonzero(pairs.any(axis=1)).tolist():
+            cols = np.flatnonzero(pairs[i])
+            n = len(cols)
+            rows._keys[i] = np.asarray(cols, np.int64)
+            rows._vals[i] = pairs[i, cols].astype(np.float32)
+            rows._len[i] = n
+            rows._pos[i] = dict(zip(cols.tolist(), range(n)))
+        return rows
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.nbytes + self._vals[i].nbytes for i, k in self._keys.items()) + \
+            sum(len(p) for p in self._pos.values()) * 100  # dict entries, roughly
+
+    def add(self, i: int, j: int, by: float = 1.0) -> None:
+        pos = self._pos.get(i)
+        if pos is None:
+            pos = self._pos[i] = {}
+            self._keys[i] = np.empty(4, np.int64)
+            self._vals[i] = np.empty(4, np.float32)
+            self._len[i] = 0
+        k = pos.get(j)
+        if k is not None:
+            self._vals[i][k] += by
+            return
+        n = self._len[i]
+        if n == len(self._keys[i]):
+            self._keys[i] = np.concatenate([self._keys[i], np.empty(n, np.int64)])
+            self._vals[i] = np.concatenate([self._vals[i], np.empty(n, np.float32)])
+        self._keys[i][n], self._vals[i][n] = j, by
+        pos[j] = n
+        self._len[i] = n + 1
+
+    def get(self, i: int, j: int) -> float:
+        k = self._pos.get(i, {}).get(j)
+        return 0.0 if k is None else float(self._vals[i][k])
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        n = self._len.get(i, 0)
+        if n == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        return self._keys[i][:n], self._vals[i][:n]
 
 
 def standardise(scores: np.ndarray, valid: int) -> np.ndarray:

@@ -76,7 +76,8 @@ class Engine:
         self.cooc = CooccurrenceIndex(alpha=settings.cooc_alpha, recent=settings.cooc_recent,
                                       pair_window=settings.cooc_pair_window,
                                       capacity=self.model.item_capacity,
-                                      growth=settings.growth_factor)
+                                      growth=settings.growth_factor,
+                                      dense_max=settings.cooc_dense_items)
         self.dirty_users: set[int] = set()
         self.new_event_ids: list[str] = []
         self.evicted_event_ids: list[str] = []

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     cooc_alpha: float = Field(0.7, ge=0, le=1, description="asymmetric cosine exponent")
     cooc_recent: int = Field(20, ge=1, description="a user's last positives that score items")
     cooc_pair_window: int = Field(20, ge=1, description="earlier positives a new one pairs with")
+    cooc_dense_items: int = Field(
+        16_384, ge=1, description="co-occurrence counts stay a dense matrix up to this many "
+        "item rows (1 GB at the default), sparse rows beyond (a dense 100 k catalogue would "
+        "need 40+ GB; bench/scale.py)")
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(EVENT_WEIGHTS_DEFAULT))
 
     # --- exploration (stream_app/explore.py; trade-off curve in docs/evaluation.md) ------
