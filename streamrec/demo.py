@@ -73,7 +73,7 @@ def show_list(ml: MovieLens, doc: dict, title: str) -> None:
     for rank, it in enumerate(doc["items"], 1):
         title = ml.titles.get(it["item_id"], it["item_id"])
         if it.get("reason") == "explore":
-            title += " [explore]"  # an exploration slot (docs/evaluation.md)
+            title += " (explore)"  # an exploration slot; "[...]" would be rich markup
         t.add_row(str(rank), title, f"{it['score']:.3f}", _genres(ml, it["item_id"]))
     console.print(t)
 
