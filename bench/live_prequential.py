@@ -21,10 +21,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import child_env, print_table, spawn, wait, write_results  # noqa: E402
+from bench.harness import ready  # noqa: E402
 from producers.events import EventProducer, Pacer  # noqa: E402
 from producers.movielens import rating_event, replay_movielens  # noqa: E402
 from streamrec.broker import ensure_topics, free_port, start_broker  # noqa: E402
@@ -35,45 +37,39 @@ POSITIVE = 4.0
 
 
 
-def histogram_quantile(text: str, name: str, q: float) -> float | None:
-    """Quantile ``q`` of a Prometheus histogram in ``text`` (the bucket's upper bound, as
-    ``histogram_quantile`` would interpolate it at the bucket's top): ms."""
-    buckets = []
-    for line in text.splitlines():
-        if line.startswith(f"{name}_bucket{{"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+def _families(url: str) -> dict[str, list]:
+    """Samples of a Prometheus endpoint by metric family (prometheus_client's parser)."""
+    text = httpx.get(url, timeout=5).text
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def histogram_quantile(samples: list, q: float) -> float | None:
+    """Quantile ``q`` of a histogram's samples, as the upper bound of its bucket, in ms."""
+    buckets = sorted((float(x.labels["le"]), x.value) for x in samples
+                     if x.name.endswith("_bucket"))
     if not buckets or buckets[-1][1] == 0:
         return None
     total = buckets[-1][1]
-    for le, count in buckets:
-        if count >= q * total:
-            return le * 1000
-    return None
+    return next(le * 1000 for le, count in buckets if count >= q * total)
 
 
 def scrape(worker_url: str, lookup_url: str) -> dict[str, float | None]:
     """The worker's batch counters and the per-hop delays of worker and lookup."""
-    text = httpx.get(worker_url, timeout=5).text
-    values = {}
-    for line in text.splitlines():
-        name, _, v = line.partition(" ")
-        if name.startswith(("streamrec_worker_batch_seconds_", "streamrec_worker_batch_records_")) \
-                and name.endswith(("_sum", "_count")):
-            values[name] = float(v)
-    b = values.get("streamrec_worker_batch_records_count", 0) or 1
-    lookup = httpx.get(lookup_url, timeout=5).text
-    return {"batches": b,
-            "mean_batch_events": values.get("streamrec_worker_batch_records_sum", 0) / b,
-            "mean_batch_ms": 1000 * values.get("streamrec_worker_batch_seconds_sum", 0) / b,
-            "ingest_delay_ms_p50": histogram_quantile(
-                text, "streamrec_worker_ingest_delay_seconds", 0.5),
-            "ingest_delay_ms_p90": histogram_quantile(
-                text, "streamrec_worker_ingest_delay_seconds", 0.9),
-            "list_delay_ms_p50": histogram_quantile(
-                lookup, "streamrec_lookup_list_delay_seconds", 0.5),
-            "list_delay_ms_p90": histogram_quantile(
-                lookup, "streamrec_lookup_list_delay_seconds", 0.9)}
+    worker, lookup = _families(worker_url), _families(lookup_url)
+
+    def total(family: str, suffix: str) -> float:
+        return sum(x.value for x in worker.get(family, []) if x.name == family + suffix)
+
+    batches = total("streamrec_worker_batch_records", "_count") or 1
+    ingest = worker.get("streamrec_worker_ingest_delay_seconds", [])
+    lists = lookup.get("streamrec_lookup_list_delay_seconds", [])
+    return {"batches": batches,
+            "mean_batch_events": total("streamrec_worker_batch_records", "_sum") / batches,
+            "mean_batch_ms": 1000 * total("streamrec_worker_batch_seconds", "_sum") / batches,
+            "ingest_delay_ms_p50": histogram_quantile(ingest, 0.5),
+            "ingest_delay_ms_p90": histogram_quantile(ingest, 0.9),
+            "list_delay_ms_p50": histogram_quantile(lists, 0.5),
+            "list_delay_ms_p90": histogram_quantile(lists, 0.9)}
 
 
 def live_run(data: Path, rate: float, bootstrap: str, work: Path, **overrides) -> dict:
@@ -93,8 +89,7 @@ def live_run(data: Path, rate: float, bootstrap: str, work: Path, **overrides) -
              600, "bootstrap lists")
         # ... and the worker streams (its consumer joined): else the first seconds of
         # events wait for the group join and every list misses them.
-        wait(lambda: "streamrec_worker_ready 1.0" in httpx.get(
-            f"http://127.0.0.1:{s.worker_metrics_port}/metrics").text, 120, "worker streaming")
+        wait(lambda: ready(s), 120, "worker streaming")
         returning = set(ml.users[:split][ml.ratings[:split] >= POSITIVE].tolist())
         hits, new_flags, served, stale, ages, missing = [], [], [], [], [], []
         last_sent: dict[str, float] = {}

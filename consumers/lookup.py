@@ -8,12 +8,12 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from consumers.seen import RecentSeen, event_user_item, may_list, without_items
 from consumers.store import ListStore
-from streamrec.kafka import consumer_config
+from streamrec.kafka import consumer_config, readable
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ class LookupConsumer(threading.Thread):
         self.ready = threading.Event()
         self.error: str | None = None
         self.partitions: list[int] = []
-        self._pending_delays: list[float] = []
         self.seen = RecentSeen(settings.lookup_seen_users, settings.lookup_seen_per_user) \
             if settings.lookup_seen_filter else None
 
@@ -75,29 +74,27 @@ class LookupConsumer(threading.Thread):
         consumer.assign(tps)
         log.info("lookup consumer assigned %s from %s", self.partitions, stored or "beginning")
 
-    def _filtered(self, msgs: list, offsets: dict[str, int]) -> list[tuple[bytes, bytes | None]]:
+    def _filtered(self, msgs: list, offsets: dict[str, int]
+                  ) -> tuple[list[tuple[bytes, bytes | None]], list[float]]:
         """The batch's writes: lists (minus recent items of their user) in arrival order,
-        plus stored lists rewritten because their user has just touched one of their items."""
+        plus stored lists rewritten because their user has just touched one of their items;
+        and when each list was published (for the list-delay histogram)."""
         lists_topic = self.settings.topic_recommendations
         writes: dict[bytes, bytes | None] = {}
         seen = self.seen
-        delays: list[float] = []
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("lookup read error: %s", err)
-                continue
+        published: list[float] = []
+        for m in readable(msgs, "lookup"):
             key = m.key()
             if m.topic() == lists_topic:
                 offsets[str(m.partition())] = m.offset() + 1
                 _, ts = m.timestamp()
                 if ts > 0:
-                    delays.append(ts / 1000.0)
+                    published.append(ts / 1000.0)
                 if key is None:
                     continue
                 value = m.value()
-                recent = seen.items_of(key.decode("utf-8", "replace")) if seen else None
+                recent = (seen.items_of(key.decode("utf-8", "replace")) if seen is not None
+                          else None)
                 if value is not None and recent:
                     kept = without_items(value, recent)
                     if kept is not None:
@@ -118,8 +115,7 @@ class LookupConsumer(threading.Thread):
                     if rewritten is not None:
                         writes[ukey] = rewritten
                         SEEN_FILTERED.inc()
-        self._pending_delays = delays
-        return list(writes.items())
+        return list(writes.items()), published
 
     def run(self) -> None:
         conf = consumer_config(self.settings, f"streamrec-lookup-{uuid.uuid4().hex[:8]}",
@@ -135,11 +131,11 @@ class LookupConsumer(threading.Thread):
                 if first is None:
                     continue
                 msgs = [first, *consumer.consume(5000, 0)]
-                batch = self._filtered(msgs, offsets)
+                batch, published = self._filtered(msgs, offsets)
                 if batch:
                     self.store.apply(batch, offsets)
                     now = time.time()
-                    for ts in self._pending_delays:
+                    for ts in published:
                         LIST_DELAY.observe(max(0.0, now - ts))
                     RECORDS.inc(len(batch))
                     LAST_UPDATE.set(time.time())

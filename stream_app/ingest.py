@@ -13,11 +13,11 @@ import logging
 import threading
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from stream_app import metrics
 from stream_app.worker import Worker
-from streamrec.kafka import consumer_config
+from streamrec.kafka import consumer_config, readable
 from streamrec.replay import Record
 from streamrec.settings import Settings
 
@@ -62,12 +62,7 @@ class BatchConsumer:
             msgs = [first, *self.consumer.consume(n - 1, 0)] if n > 1 else [first]
         out: list[Record] = []
         now = time.time()
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("ingest read error: %s", err)
-                continue
+        for m in readable(msgs, "ingest"):
             _, ts = m.timestamp()
             out.append((m.topic(), m.partition(), m.offset(), m.key(), m.value(),
                         ts / 1000.0 if ts and ts > 0 else now))

@@ -187,6 +187,8 @@ class PaddedLightFM:
         key = np.asarray(user_rows, np.int64) * n_items + np.asarray(item_rows, np.int64)
         keys, inverse = np.unique(key, return_inverse=True)  # sorted: row-major, like COO
         summed = np.bincount(inverse, weights=np.asarray(values, np.float64)).astype(np.float32)
+        if not np.isfinite(summed.sum()):
+            raise ValueError("Not all input values are finite. Check the event values.")
         pos = summed > 0  # ranking losses read only positives
         if not pos.any():
             return
@@ -194,8 +196,6 @@ class PaddedLightFM:
         rows = (keys // n_items).astype(np.int32)
         cols = (keys % n_items).astype(np.int32)
         data = np.ones(len(rows), np.float32)
-        if not np.isfinite(weight.sum()):
-            raise ValueError("Not all input values are finite. Check the event values.")
         indptr = np.zeros(self.user_capacity + 1, np.int32)
         np.cumsum(np.bincount(rows, minlength=self.user_capacity), out=indptr[1:])
         lookup = CSRMatrix(sp.csr_matrix((data, cols, indptr),
@@ -210,9 +210,10 @@ class PaddedLightFM:
                    m._get_lightfm_data(), m.learning_rate, m.item_alpha, m.user_alpha,
                    num_threads, m.random_state)
             if on_epoch is not None:
-                m._check_finite()
+                m._check_finite()  # a progress callback sees only finite parameters
                 on_epoch(epoch)
-        m._check_finite()
+        if on_epoch is None:
+            m._check_finite()
         self._item_reps = None
 
     # ----------------------------------------------------------------- scoring

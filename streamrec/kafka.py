@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from confluent_kafka import KafkaError, Message
+
 from streamrec.settings import Settings
 
 _rdkafka_log = logging.getLogger("librdkafka")
+log = logging.getLogger(__name__)
 
 
 LOW_LATENCY: dict[str, Any] = {"socket.nagle.disable": True}
 """Every client sends small requests at once: with Nagle's algorithm on (librdkafka's
 default) a small request can wait for the ACK of the previous one, which Linux delays by up
-to 40 ms; a list must follow its event within a few ms (docs/benchmarks.md)."""
+to 40 ms; a list must follow its event within a few ms (docs/latency-notes.md)."""
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -51,3 +54,16 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     }
     conf.update(overrides)
     return conf
+
+
+def readable(msgs: list[Message], what: str) -> list[Message]:
+    """The records among consumed messages; a real read error is logged (``what`` names the
+    reader), the end-of-partition notice skipped."""
+    out = []
+    for m in msgs:
+        err = m.error()
+        if err is None:
+            out.append(m)
+        elif err.code() != KafkaError._PARTITION_EOF:
+            log.warning("%s read error: %s", what, err)
+    return out
