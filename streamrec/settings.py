@@ -156,7 +156,7 @@ class Settings(BaseSettings):
     lookup_seen_filter: bool = Field(
         True, description="the lookup also reads interactions and drops from a user's list "
         "the items of their recent events until the worker's new list arrives "
-        "(consumers/seen.py): +0.006 to +0.013 prequential hit@10 when lists lag 1-3 events")
+        "(consumers/seen.py): +0.006 to +0.009 prequential hit@10 when lists lag 1-3 events (bench/lag.py)")
     lookup_seen_users: int = Field(100_000, ge=1, description="users whose recent items the "
                                    "lookup remembers (least recently active dropped first)")
     lookup_seen_per_user: int = Field(64, ge=1, description="recent items kept per user")
