@@ -9,6 +9,7 @@ below the offsets stored with the state are skipped, so a redelivery applies not
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 import faust
@@ -69,6 +70,8 @@ def create_app(settings: Settings, worker: Worker) -> faust.App:
     @app.timer(interval=refresh_tick)
     async def refresh_lists_after_swap() -> None:
         worker.refresh_some(max(1, int(settings.refresh_rate * refresh_tick)))
+        if settings.ingest == "agent":   # the batch task publishes between its polls
+            worker.publish_due(backlog=False)
 
     return app
 
@@ -86,7 +89,7 @@ def _add_agent(app: faust.App, settings: Settings, worker: Worker) -> None:
                                                within=settings.batch_window_s):
             records = [(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
                        for m in (e.message for e in events)]
-            worker.handle(records)
+            worker.handle(records, backlog=len(records) >= settings.max_batch)
 
 
 def _add_batch_task(app: faust.App, settings: Settings, worker: Worker) -> None:
@@ -101,11 +104,13 @@ def _add_batch_task(app: faust.App, settings: Settings, worker: Worker) -> None:
         worker.on_checkpoint = consumer.commit
         try:
             while True:
-                records = await loop.run_in_executor(None, consumer.poll_batch,
-                                                     settings.max_batch,
-                                                     settings.batch_window_s)
+                records = await loop.run_in_executor(
+                    None, consumer.poll_batch, settings.max_batch,
+                    worker.idle_timeout(settings.batch_window_s))
                 if records:
-                    worker.handle(records)
+                    worker.handle(records, backlog=len(records) >= settings.max_batch)
+                else:
+                    worker.publish_due(backlog=False)
         finally:
             worker.on_checkpoint = None
             consumer.close()
@@ -125,6 +130,11 @@ def run_worker(settings: Settings, progress: bool = True, loglevel: str = "INFO"
         start_http_server(settings.worker_metrics_port, addr=settings.http_host)
     worker = Worker(settings, progress=progress)
     worker.start()
+    # What start() built (model, registries, per-user state) lives as long as the worker:
+    # move it out of the collector's way, so full collections stay short (GC_PAUSE).
+    gc.collect()
+    gc.freeze()
+    metrics.watch_gc()
     try:
         while True:
             asyncio.set_event_loop(asyncio.new_event_loop())

@@ -14,7 +14,7 @@ import numpy as np
 from stream_app.engine import BatchOutcome, Engine
 from streamrec.replay import Record
 from streamrec.errors import InvalidEvent
-from streamrec.schema import Interaction, parse_interaction, parse_metadata
+from streamrec.schema import Event, Interaction, parse_interaction, parse_metadata
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,8 @@ class BatchResult:
         return set(self.outcome.users.tolist()) | self.feature_users
 
 
-def _with_default_timestamp(ev: Interaction, ts: float) -> Interaction:
-    return ev if ev.timestamp is not None else ev.model_copy(update={"timestamp": ts})
+def _with_default_timestamp(ev: Event, ts: float) -> Event:
+    return ev if ev.timestamp is not None else ev._replace(timestamp=ts)
 
 
 def process_records(engine: Engine, records: list[Record], settings: Settings,
@@ -50,7 +50,7 @@ def process_records(engine: Engine, records: list[Record], settings: Settings,
     in the state (offset below the stored one) are skipped, which makes redelivery harmless.
     """
     res = BatchResult()
-    events: list[Interaction] = []
+    events: list[Event] = []
     arrivals: list[float] = []
     raws: list[tuple[bytes | None, bytes | None, str]] = []
     released: list[bool] = []

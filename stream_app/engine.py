@@ -16,12 +16,13 @@ from datetime import datetime, timezone
 import numpy as np
 import orjson
 
-from stream_app.cooccurrence import CooccurrenceIndex, blend
-from stream_app.explore import Entry, explore_batch, row_moments
+from stream_app.blend import blend_into, row_moments
+from stream_app.cooccurrence import CooccurrenceIndex
+from stream_app.explore import EXPLORE, Entry, Pick, explore_picks, picks_of
 from stream_app.guard import Guard, GuardConfig
 from stream_app.model import ModelParams, PaddedLightFM, padded_capacity
 from stream_app.registry import IdRegistry
-from stream_app.topn import top_n
+from stream_app.topn import top_n_flat
 from streamrec.schema import FALLBACK_KEY, Interaction
 from streamrec.settings import Settings
 
@@ -208,15 +209,17 @@ class Engine:
 
     # ----------------------------------------------------------------- lists
     def score_rows(self, user_rows: np.ndarray) -> np.ndarray:
-        """(users x item capacity) ranking scores: LightFM's, blended with co-occurrence.
+        """(users x assigned items) ranking scores: LightFM's, blended with co-occurrence.
 
         LightFM reacts to a new positive only as fast as SGD moves a row; co-occurrence
         reacts at once. Blending both wins on prequential hit@10 (docs/evaluation.md).
+        Dummy (unassigned) item rows are never scored: they can never be shown.
         """
-        scores = self.model.scores(user_rows)
+        valid = len(self.items)
+        scores = self.model.scores(user_rows, valid)
         if self.settings.cooc_weight > 0:
-            scores = blend(scores, self.cooc.scores(user_rows, scores.shape[1]),
-                           self.settings.cooc_weight, len(self.items))
+            scores = blend_into(scores, self.cooc.scores(user_rows, valid),
+                                self.settings.cooc_weight)
         return scores
 
     def item_positives(self) -> np.ndarray:
@@ -232,38 +235,46 @@ class Engine:
             return counts[:valid]
         return np.concatenate([counts, np.zeros(valid - len(counts), counts.dtype)])
 
-    def pick_rows(self, user_rows: np.ndarray, scores: np.ndarray, n: int,
-                  exclude: Sequence[Collection[int]] | None = None) -> list[list[Entry]]:
-        """Best-first (item row, score, reason) lists of ``n`` for a batch of user rows.
+    def pick_lists(self, user_rows: np.ndarray, scores: np.ndarray, n: int,
+                   exclude: Sequence[Collection[int]] | None = None,
+                   decimals: int | None = None) -> list[Pick]:
+        """Best-first lists of ``n`` for a batch of user rows: per user (item rows, scores,
+        positions of exploration slots), built for the whole batch from flat arrays.
 
-        ``scores`` is (users x item capacity) and is modified in place. ``exclude``: item
-        rows never to show per user (default: what each user interacted with or disliked).
-        With ``explore_share`` > 0 some slots go to sampled uncertain items, marked
-        ``"explore"`` (:mod:`stream_app.explore`); the draw is keyed by ``random_seed``,
-        the model step and the user row, so it is reproducible and changes as the model
-        moves.
+        ``scores`` is (users x assigned items, or more columns) and is modified in place.
+        ``exclude``: item rows never to show per user (default: what each user interacted
+        with or disliked). With ``explore_share`` > 0 some slots go to sampled uncertain
+        items (:mod:`stream_app.explore`); the draw is keyed by ``random_seed``, the model
+        step and the user row, so it is reproducible and changes as the model moves.
+        ``decimals`` rounds the scores as they are published.
         """
         valid = len(self.items)
         if exclude is None:
             exclude = [self.seen.get(int(r), ()) for r in user_rows]
         s = self.settings
-        moments = row_moments(scores[:, :valid]) if s.explore_share > 0 else None
-        picked = top_n(scores, n, valid, exclude)
-        if moments is None:
-            return [[(r, v, None) for r, v in zip(rows.tolist(), sc.tolist())]
-                    for rows, sc in picked]
-        return explore_batch(np.asarray(user_rows), scores, moments, picked, self.item_positives(),
+        sd = row_moments(scores[:, :valid])[1] if s.explore_share > 0 else None
+        picked = top_n_flat(scores, n, valid, exclude)
+        if sd is None:
+            return picks_of(picked, n, decimals)
+        return explore_picks(np.asarray(user_rows), scores, sd, picked, self.item_positives(),
                              n, s.explore_share, s.explore_temperature, s.explore_protect_top,
-                             s.random_seed, self.batch_seq)
+                             s.random_seed, self.batch_seq, decimals=decimals)
+
+    def pick_rows(self, user_rows: np.ndarray, scores: np.ndarray, n: int,
+                  exclude: Sequence[Collection[int]] | None = None) -> list[list[Entry]]:
+        """:meth:`pick_lists` as (item row, score, reason) entries; reason is
+        ``"explore"`` for an exploration slot, else None."""
+        return [_entries(rows, sc, explored)
+                for rows, sc, explored in self.pick_lists(user_rows, scores, n, exclude)]
 
     def recommend_rows(self, user_rows: np.ndarray, n: int) -> list[list[ListEntry]]:
         """Top-n (item_id, score, reason) per user row, seen and disliked items excluded;
         reason is ``"explore"`` for an exploration slot, else None."""
         if len(user_rows) == 0:
             return []
-        lists = self.pick_rows(user_rows, self.score_rows(user_rows), n)
-        id_of = self.items.id_of
-        return [[(id_of(r), round(v, 5), why) for r, v, why in lst] for lst in lists]
+        ids = self.items.id_list
+        return [_entries([ids[r] for r in rows], sc, explored) for rows, sc, explored in
+                self.pick_lists(user_rows, self.score_rows(user_rows), n, decimals=5)]
 
     def recommend(self, user_id: str, n: int) -> tuple[list[ListEntry], str]:
         """A user's list and its source; an unknown user gets the popular fallback."""
@@ -294,16 +305,32 @@ class Engine:
         })
 
     def lists_for_rows(self, user_rows: Iterable[int], n: int) -> list[tuple[str, bytes]]:
-        """(user_id, list JSON) for each row: what a micro-batch publishes."""
+        """(user_id, list JSON) for each row: what a micro-batch publishes (the same
+        bytes :meth:`list_record` makes from :meth:`recommend_rows`' entries)."""
         rows = np.fromiter(user_rows, dtype=np.int64)
         if len(rows) == 0:
             return []
         now = time.time()
-        lists = self.recommend_rows(rows, n)
-        trained = self.trained_users
-        ids = self.users.ids_of(rows)
-        return [(uid, self.list_record(uid, lst, "model" if int(r) in trained else "fallback", now))
-                for uid, r, lst in zip(ids, rows, lists)]
+        picks = self.pick_lists(rows, self.score_rows(rows), n, decimals=5)
+        trained, version, ids = self.trained_users, self.model_version, self.items.id_list
+        out = []
+        for uid, r, (items, sc, explored) in zip(self.users.ids_of(rows), rows.tolist(), picks):
+            entries = [{"item_id": ids[i], "score": v} for i, v in zip(items, sc)]
+            for pos in explored:
+                entries[pos]["reason"] = EXPLORE
+            out.append((uid, orjson.dumps({
+                "user_id": uid, "items": entries, "model_version": version,
+                "updated_at": now, "source": "model" if r in trained else "fallback"})))
+        return out
 
     def fallback_record(self, n: int) -> bytes:
         return self.list_record(FALLBACK_KEY, self.fallback(n), "fallback")
+
+
+
+def _entries(keys: list, scores: list[float], explored: list[int]) -> list[tuple]:
+    """(key, score, reason) entries of a pick; reason "explore" at the explored positions."""
+    why: list[str | None] = [None] * len(keys)
+    for pos in explored:
+        why[pos] = EXPLORE
+    return list(zip(keys, scores, why))

@@ -24,6 +24,9 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
+from stream_app.blend import row_moments  # noqa: F401 (re-exported)
+from stream_app.topn import TopN
+
 EXPLORE = "explore"
 """The ``reason`` of an exploration entry in a published list."""
 
@@ -167,16 +170,12 @@ def mix_exploration(exploit_rows: np.ndarray, exploit_scores: np.ndarray,
                                                   rng.random(k)), n)
 
 
-def row_moments(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row mean and standard deviation (columns), taken *before* top-N masks scores
-    with ``-inf``: exploration z-scores with them, so its temperature means the same
-    whether the scores are LightFM's or a blend."""
-    m = scores.shape[1]
-    mu = scores.sum(axis=1, keepdims=True, dtype=np.float64) / m
-    var = np.einsum("ij,ij->i", scores, scores, dtype=np.float64)[:, None] / m - mu * mu
-    sd = np.sqrt(np.maximum(var, 0.0))
-    sd[~(sd > 1e-12)] = 1.0
-    return mu.astype(scores.dtype), sd.astype(scores.dtype)
+_BLOCK = 64
+"""Columns per block of the two-level inverse CDF in :func:`draw_exploration`."""
+
+Pick = tuple[list[int], list[float], list[int]]
+"""One user's list: item rows and scores best-first, and the positions (ascending) of its
+exploration slots (empty when it has none)."""
 
 
 def explore_batch(user_rows: np.ndarray, scores: np.ndarray, moments: tuple[np.ndarray,
@@ -184,65 +183,128 @@ def explore_batch(user_rows: np.ndarray, scores: np.ndarray, moments: tuple[np.n
                   interactions: np.ndarray, n: int, share: float, temperature: float,
                   protect_top: int, seed: int, step: int, tries: int = 16
                   ) -> list[list[Entry]]:
+    """Every user's list of ``n`` with exploration slots as (row, score, reason) entries,
+    from top_n's per-user (rows, scores) pairs: :func:`explore_picks` in the entry form of
+    the single-list :func:`mix_exploration`."""
+    counts = np.array([len(r) for r, _ in picked], np.int64)
+    flat = TopN(np.concatenate([r for r, _ in picked] or [np.empty(0, np.int64)]),
+                np.concatenate([v for _, v in picked] or [np.empty(0, np.float32)]),
+                np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64), counts)
+    out = []
+    for rows, sc, explored in explore_picks(user_rows, scores, moments[1], flat,
+                                            interactions, n, share, temperature, protect_top,
+                                            seed, step, tries):
+        why = [None] * len(rows)
+        for pos in explored:
+            why[pos] = EXPLORE
+        out.append(list(zip(rows, sc, why)))
+    return out
+
+
+def explore_picks(user_rows: np.ndarray, scores: np.ndarray, sd: np.ndarray, picked: TopN,
+                  interactions: np.ndarray, n: int, share: float, temperature: float,
+                  protect_top: int, seed: int, step: int, tries: int = 16,
+                  decimals: int | None = None) -> list[Pick]:
     """Every user's list of ``n`` with exploration slots, for a whole micro-batch at once.
 
-    ``scores``: (users x item capacity) after :func:`~stream_app.topn.top_n` masked what
-    must never be shown with ``-inf`` (seen, disliked, unassigned); ``moments``:
-    :func:`row_moments` of the assigned columns before masking; ``picked``: top_n's
-    best-first (rows, scores) per user; ``interactions``: positives per assigned item row.
+    ``scores``: (users x assigned items) after :func:`~stream_app.topn.top_n_flat` masked
+    what must never be shown with ``-inf`` (seen, disliked); ``sd``: the per-row standard
+    deviation (:func:`~stream_app.blend.row_moments`) of the scores before masking;
+    ``picked``: top_n_flat's best-first lists; ``interactions``: positives per assigned
+    item row; ``decimals``: round every score (as published) if given.
 
     The draw is the same Plackett-Luce sampling without replacement as
-    :func:`mix_exploration`'s Gumbel-top-k, but by inverse CDF: one ``exp`` and one
-    ``cumsum`` over the matrix and a handful of uniforms per user (a repeat is redrawn),
-    instead of one random number per (user, item). The uniforms come from
-    :func:`counter_uniform` keyed by ``seed``, ``step`` and the user row.
+    :func:`mix_exploration`'s Gumbel-top-k, by inverse CDF (:func:`draw_exploration`)
+    with uniforms from :func:`counter_uniform` keyed by ``seed``, ``step`` and the user
+    row, so a user's list does not depend on the other users of the batch.
     """
+    plain = picks_of(picked, n, decimals)
     n_users = len(picked)
-    exploit = [[(int(r), float(s), None) for r, s in zip(rows[:n].tolist(), sc[:n].tolist())]
-               for rows, sc in picked]
     k_cap = max(0, n - protect_top)
     if n_users == 0 or k_cap == 0 or share <= 0:
-        return exploit
-    n_items = len(interactions)
+        return plain
     ctl = counter_uniform(seed, step, user_rows, 1 + n + tries, stream=1)
     want = max(0.0, n * share)
     wants = np.minimum(int(want) + (ctl[:, 0] < want - int(want)), k_cap)
     if not wants.any():
-        return exploit
-    # weight = exp((s - mu) / (T sd)) / sqrt(1 + positives), scaled per row by the row's best
-    # so exp never overflows: exp((s - max s) / (T sd)) * (1 + positives) ** -0.5.
-    # Masked entries (-inf) get weight 0; so do the exploit picks, set below.
-    _, sd = moments
-    w = scores[:, :n_items].copy()
-    top = w.max(axis=1, keepdims=True)
-    top[~np.isfinite(top)] = 0.0
-    w -= top
-    w *= (1.0 / (temperature * sd)).astype(w.dtype)
-    np.exp(w, out=w)
-    w *= (1.0 + interactions.astype(w.dtype)) ** -0.5
-    lens = [min(n, len(rows)) for rows, _ in picked]
-    if sum(lens):
-        w[np.repeat(np.arange(n_users), lens),
-          np.concatenate([rows[:n] for rows, _ in picked])] = 0.0
-    cdf = np.cumsum(w, axis=1, out=w)    # in place: one extra matrix; float32: 3x faster
-    out = []
-    for b in range(n_users):
-        k, total = int(wants[b]), cdf[b, -1]
-        if k == 0 or not total > 0:
-            out.append(exploit[b])
+        return plain
+    drawn = draw_exploration(scores, sd, picked, interactions, n, temperature, wants,
+                             ctl[:, 1 + n:])
+    for b, got in enumerate(drawn):
+        if not got:
             continue
-        drawn: list[int] = []
-        for u in ctl[b, 1 + n:]:
-            r = min(int(np.searchsorted(cdf[b], u * total, side="right")), n_items - 1)
-            if r not in drawn and cdf[b, r] > (cdf[b, r - 1] if r else 0.0):  # weight > 0
-                drawn.append(r)
-                if len(drawn) == k:
-                    break
-        if not drawn:
-            out.append(exploit[b])
-            continue
-        explore = [(r, float(scores[b, r]), EXPLORE) for r in drawn]
-        length = min(n, len(exploit[b]) + len(drawn))
-        pos = slot_positions(length, len(drawn), share, protect_top, ctl[b, 1:1 + n])
-        out.append(merge(exploit[b], explore, pos, n))
+        rows, sc, _ = plain[b]
+        length = min(n, len(rows) + len(got))
+        extra = scores[b, got].astype(np.float64)
+        extra = (np.round(extra, decimals) if decimals is not None else extra).tolist()
+        positions = slot_positions(length, len(got), share, protect_top, ctl[b, 1:1 + n])
+        for pos, r, v in zip(positions, got, extra):   # ascending: earlier ones sit before
+            rows.insert(pos, r)
+            sc.insert(pos, v)
+        del rows[n:], sc[n:]
+        plain[b] = (rows, sc, [p for p in positions if p < n])
+    return plain
+
+
+def picks_of(picked: TopN, n: int, decimals: int | None = None) -> list[Pick]:
+    """top_n_flat's lists (cut to ``n``) as picks without exploration slots."""
+    vals = picked.vals.astype(np.float64)
+    cols = picked.cols.tolist()
+    vals = (np.round(vals, decimals) if decimals is not None else vals).tolist()
+    out: list[Pick] = []
+    for s, c in zip(picked.starts.tolist(), np.minimum(picked.counts, n).tolist()):
+        out.append((cols[s:s + c], vals[s:s + c], []))
+    return out
+
+
+def draw_exploration(scores: np.ndarray, sd: np.ndarray, picked: TopN,
+                     interactions: np.ndarray, n: int, temperature: float, wants: np.ndarray,
+                     uniforms: np.ndarray) -> list[list[int]]:
+    """Per user, up to ``wants[b]`` distinct item rows drawn with weight
+    ``exp((s - mu) / (T sd)) / sqrt(1 + positives)``, never a masked (``-inf``) or picked one.
+
+    Weights are scaled per row by the row's best score (``picked``'s first), so ``exp``
+    never overflows. The inverse CDF is two-level: block sums of ``_BLOCK`` columns and
+    their cumulative sums locate a draw's block, a cumulative sum inside that block its
+    column. That is one pass over the matrix instead of a full-width ``cumsum`` (3 ns per
+    element, the most expensive step of a list before). The j-th uniform of a user is
+    used for its j-th try; a repeat or a zero-weight hit tries the next one.
+    """
+    n_users, n_items = len(picked), len(interactions)
+    nb = -(-n_items // _BLOCK)
+    w = np.zeros((n_users, nb * _BLOCK), np.float32)
+    body = w[:, :n_items]
+    scale = (1.0 / (temperature * sd)).astype(np.float32)
+    np.subtract(scores[:, :n_items], picked.best().astype(np.float32)[:, None], out=body)
+    body *= scale
+    body += (-0.5 * np.log1p(interactions.astype(np.float64))).astype(np.float32)
+    np.exp(body, out=body)
+    shown = np.minimum(picked.counts, n)
+    if shown.sum():
+        keep = np.arange(len(picked.cols)) - np.repeat(picked.starts, picked.counts) < \
+            np.repeat(shown, picked.counts)
+        w[picked.user_index()[keep], picked.cols[keep]] = 0.0
+    blocks = w.reshape(n_users, nb, _BLOCK)
+    cum = np.cumsum(blocks.sum(axis=2, dtype=np.float64), axis=1)
+    total = cum[:, -1]
+    out: list[list[int]] = [[] for _ in range(n_users)]
+    need = np.flatnonzero((wants > 0) & (total > 0))
+    for t in range(uniforms.shape[1]):
+        if len(need) == 0:
+            break
+        target = uniforms[need, t] * total[need]
+        c = cum[need]
+        blk = np.minimum((c <= target[:, None]).sum(axis=1), nb - 1)
+        base = np.where(blk > 0, c[np.arange(len(need)), np.maximum(blk - 1, 0)], 0.0)
+        inside = np.cumsum(blocks[need, blk].astype(np.float64), axis=1) + base[:, None]
+        col = blk * _BLOCK + np.minimum((inside <= target[:, None]).sum(axis=1), _BLOCK - 1)
+        ok = (col < n_items) & (w[need, np.minimum(col, w.shape[1] - 1)] > 0)
+        still = []
+        for b, r, good in zip(need.tolist(), col.tolist(), ok.tolist()):
+            got = out[b]
+            if good and r not in got:
+                got.append(r)
+            if len(got) < wants[b]:
+                still.append(b)
+        need = np.asarray(still, np.int64)
     return out

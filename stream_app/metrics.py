@@ -1,5 +1,8 @@
 """Prometheus metrics of the worker (served on ``worker_metrics_port``)."""
 
+import gc
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter("streamrec_worker_events_total", "Records seen by the worker, by outcome",
@@ -18,7 +21,19 @@ INGEST_DELAY = Histogram("streamrec_worker_ingest_delay_seconds",
 BATCH_SIZE = Histogram("streamrec_worker_batch_records", "Records per micro-batch",
                        buckets=(1, 5, 10, 50, 100, 500, 1000, 5000, 10000))
 LISTS = Counter("streamrec_worker_lists_published_total", "Recommendation lists published")
+LISTS_PENDING = Gauge("streamrec_worker_lists_pending",
+                      "Users whose newest applied events are not yet in a published list "
+                      "(0: every applied event is reflected in a published list)")
+LIST_WAIT = Histogram("streamrec_worker_list_wait_seconds",
+                      "From the first event a list lacks being applied to the list being "
+                      "published: 0 when caught up, up to list_max_delay_s under load",
+                      buckets=HOP_BUCKETS)
 CHECKPOINTS = Counter("streamrec_worker_checkpoints_total", "State checkpoints written")
+CHECKPOINT_ERRORS = Counter("streamrec_worker_checkpoint_errors_total",
+                            "Checkpoint writes that failed (the next one rewrites everything)")
+GC_PAUSE = Histogram("streamrec_worker_gc_pause_seconds",
+                     "Python garbage-collector pauses of the worker process",
+                     buckets=HOP_BUCKETS)
 KNOWN = Gauge("streamrec_worker_known", "Assigned ids", ["side"])
 CAPACITY = Gauge("streamrec_worker_capacity", "Model rows (assigned + dummy padding)", ["side"])
 PRODUCE_ERRORS = Counter("streamrec_worker_produce_errors_total",
@@ -31,3 +46,18 @@ READY = Gauge("streamrec_worker_ready", "1 once the worker streams (after restor
 QUARANTINED = Counter("streamrec_worker_quarantined_total",
                       "Events held back by the fraud/bot guard", ["reason"])
 GUARD_FLAGGED = Gauge("streamrec_worker_guard_flagged", "Users/items quarantined now", ["kind"])
+
+
+def watch_gc() -> None:
+    """Time every garbage-collector run into :data:`GC_PAUSE` (a full collection over
+    millions of per-user objects stalls every list behind it)."""
+    started = [0.0]
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            GC_PAUSE.observe(time.perf_counter() - started[0])
+
+    if callback not in gc.callbacks:
+        gc.callbacks.append(callback)

@@ -227,29 +227,37 @@ class PaddedLightFM:
         feats = self.users.matrix()[np.asarray(rows, dtype=np.int64)]
         return self.lightfm.get_user_representations(feats)
 
-    def scores(self, user_rows: np.ndarray) -> np.ndarray:
-        """(len(user_rows) x item_capacity) scores; one matrix product for the whole batch."""
+    def scores(self, user_rows: np.ndarray, n_items: int | None = None) -> np.ndarray:
+        """(len(user_rows) x n_items) scores of the first ``n_items`` item rows (default:
+        every row, dummies included); one matrix product for the whole batch."""
         _, u_emb = self.user_representations(user_rows)
         i_bias, i_emb = self.item_representations()
-        return u_emb @ i_emb.T + i_bias
+        if n_items is not None:
+            i_bias, i_emb = i_bias[:n_items], i_emb[:n_items]
+        out = u_emb @ i_emb.T
+        out += i_bias
+        return out
 
     # ----------------------------------------------------------------- persistence
     def save(self, path: Path, meta: dict | None = None) -> None:
         """Write ``path`` (.npz) and ``path.with_suffix('.json')`` atomically (tmp + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {f"{s}_{a}": getattr(self.lightfm, f"{s}_{a}") for s in SIDES for a in ARRAYS}
+        write_snapshot(path, *self.snapshot(meta))
+
+    def snapshot(self, meta: dict | None = None) -> tuple[dict[str, np.ndarray], dict]:
+        """Copies of every state array and the JSON document: what :func:`write_snapshot`
+        writes. Copying is a memcpy (~1 ms per 4 MB), so the slow part, writing and
+        syncing the files, can run in a thread while training goes on."""
+        arrays = {f"{s}_{a}": getattr(self.lightfm, f"{s}_{a}").copy()
+                  for s in SIDES for a in ARRAYS}
         rng = self.lightfm.random_state.get_state()
-        arrays["rng_state_keys"] = rng[1]
+        arrays["rng_state_keys"] = rng[1].copy()
         doc = {"format": "streamrec-model/1", "params": asdict(self.params),
                "user_capacity": self.user_capacity, "item_capacity": self.item_capacity,
                "rng_state": [int(rng[2]), int(rng[3]), float(rng[4])],
                "user_features": {str(r): f for r, f in self.users.items()},
                "item_features": {str(r): f for r, f in self.items.items()},
                **(meta or {})}
-        _atomic_write(path, lambda f: np.savez(f, **arrays))
-        _atomic_write(path.with_suffix(".json"),
-                      lambda f: f.write(json.dumps(doc, separators=(",", ":")).encode()))
+        return arrays, doc
 
     @classmethod
     def load(cls, path: Path) -> tuple["PaddedLightFM", dict]:
@@ -277,6 +285,16 @@ class PaddedLightFM:
         model.users.dirty_rows.clear()
         model.items.dirty_rows.clear()
         return model, doc
+
+
+def write_snapshot(path: Path, arrays: dict[str, np.ndarray], doc: dict) -> None:
+    """Write a :meth:`PaddedLightFM.snapshot` as ``path`` (.npz) and its ``.json``, each
+    atomically (tmp + fsync + rename); thread-safe, touches no live model state."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    _atomic_write(path.with_suffix(".json"),
+                  lambda f: f.write(json.dumps(doc, separators=(",", ":")).encode()))
 
 
 def _atomic_write(path: Path, write: Callable) -> None:

@@ -73,3 +73,9 @@ class IdRegistry:
     @property
     def ids(self) -> list[str]:
         return list(self._ids)
+
+    @property
+    def id_list(self) -> list[str]:
+        """The live row -> id list (no copy; callers must not modify it): list building
+        looks up tens of ids per user."""
+        return self._ids

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from rocksdict import Options, Rdict, WriteBatch
 
 from stream_app.engine import Engine
 from stream_app.guard import Guard, GuardConfig
-from stream_app.model import PaddedLightFM
+from stream_app.model import PaddedLightFM, write_snapshot
 from stream_app.registry import IdRegistry
 from streamrec.errors import ModelStateError
 from streamrec.replay import Record
@@ -37,6 +38,18 @@ _CHECKPOINT = b"meta:checkpoint"
 _OFFSETS = b"meta:offsets"
 _POPULAR = b"meta:popular"
 _GUARD = b"meta:guard"
+_PENDING = b"meta:pending"
+
+
+@dataclass
+class Snapshot:
+    """A checkpoint captured by :meth:`WorkerStore.snapshot`, not yet written."""
+
+    path: Path
+    arrays: dict[str, np.ndarray]
+    doc: dict
+    batch: WriteBatch
+    offsets: dict[str, int]
 
 
 def _row_key(prefix: bytes, row: int) -> bytes:
@@ -97,28 +110,36 @@ class WorkerStore:
     def has_checkpoint(self) -> bool:
         return self.db.get(_CHECKPOINT) is not None
 
-    def checkpoint(self, engine: Engine, full: bool = False) -> Path:
-        """Snapshot ``engine`` as of WAL entry ``self.wal_seq``; returns the model path.
+    def checkpoint(self, engine: Engine, full: bool = False,
+                   pending: Iterable[int] = ()) -> Path:
+        """Snapshot ``engine`` as of WAL entry ``self.wal_seq`` and write it now; returns
+        the model path. ``full`` replaces everything stored (a model swap): the same single
+        WriteBatch first deletes every key, then writes the whole engine, so a crash leaves
+        old or new state, never a mix. ``pending``: user rows whose lists may not have
+        reached the topic yet (republished after a restart)."""
+        snap = self.snapshot(engine, full=full, pending=pending)
+        self.write(snap)
+        return snap.path
 
-        ``full`` replaces everything stored (a model swap): the same single WriteBatch first
-        deletes every key, then writes the whole engine, so a crash leaves old or new state,
-        never a mix.
-        """
+    def snapshot(self, engine: Engine, full: bool = False,
+                 pending: Iterable[int] = ()) -> "Snapshot":
+        """Everything a checkpoint writes, captured now (model arrays copied, the RocksDB
+        batch built), so :meth:`write` can run in a thread while the engine moves on. The
+        engine's change sets are handed over and cleared; if the write then fails, the
+        next checkpoint must be ``full``."""
         if full:
             engine.users.reset_persisted()
             engine.items.reset_persisted()
             engine.dirty_users = set(engine.seen)
             engine.new_event_ids = list(engine.dedup)
             engine.evicted_event_ids = []
-        t0 = time.perf_counter()
         seq = self.wal_seq
         name = f"model-{seq:012d}-{engine.batch_seq:08d}.npz"
-        path = self.models / name
-        meta = {"offsets": engine.offsets, "created": engine.created,
+        meta = {"offsets": dict(engine.offsets), "created": engine.created,
                 "batch_seq": engine.batch_seq, "wal_seq": seq, "n_applied": engine.n_applied,
                 "model_version": engine.model_version, "saved_at": time.time(),
                 "n_users": len(engine.users), "n_items": len(engine.items)}
-        engine.model.save(path, meta)
+        arrays, doc = engine.model.snapshot(meta)
         wb = WriteBatch(raw_mode=True)
         if full:
             wb.delete_range(b"\x00", b"\xff")
@@ -139,23 +160,35 @@ class WorkerStore:
             wb.delete(b"dedup:" + eid.encode())
         wb.put(_POPULAR, np.fromiter(engine.recent_positives, dtype=np.int32).tobytes())
         wb.put(_OFFSETS, orjson.dumps(engine.offsets))
+        wb.put(_PENDING, np.fromiter(sorted(set(pending)), dtype=np.int32).tobytes())
         if engine.guard is not None:
             wb.put(_GUARD, orjson.dumps(engine.guard.state()))
         wb.put(_CHECKPOINT, orjson.dumps({"model": name, **meta}))
         if seq:
             wb.delete_range(b"wal:", b"wal:%012d" % (seq + 1))
-        self.db.write(wb)
         engine.users.mark_persisted()
         engine.items.mark_persisted()
-        engine.dirty_users.clear()
-        engine.new_event_ids.clear()
-        engine.evicted_event_ids.clear()
+        engine.dirty_users = set()
+        engine.new_event_ids = []
+        engine.evicted_event_ids = []
+        return Snapshot(self.models / name, arrays, doc, wb, meta["offsets"])
+
+    def write(self, snap: "Snapshot") -> None:
+        """Write a snapshot: model files first (fsynced), then the one RocksDB batch that
+        names them, then drop older model files. Safe to run in a thread."""
+        t0 = time.perf_counter()
+        write_snapshot(snap.path, snap.arrays, snap.doc)
+        self.db.write(snap.batch)
         for old in self.models.glob("model-*"):
-            if old.stem != path.stem:
+            if old.stem != snap.path.stem:
                 old.unlink(missing_ok=True)
-        log.info("checkpoint %s written in %.0f ms (offsets %s)", name,
-                 (time.perf_counter() - t0) * 1e3, engine.offsets)
-        return path
+        log.info("checkpoint %s written in %.0f ms (offsets %s)", snap.path.name,
+                 (time.perf_counter() - t0) * 1e3, snap.offsets)
+
+    def pending_rows(self) -> list[int]:
+        """User rows whose lists the last checkpoint could not vouch for (see
+        :meth:`checkpoint`): the worker republishes them after a restart."""
+        return np.frombuffer(self.db.get(_PENDING) or b"", dtype=np.int32).tolist()
 
     def load(self, settings: Settings) -> tuple[Engine, int] | None:
         """The engine as of the last checkpoint and its WAL sequence, or None if none."""

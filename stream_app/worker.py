@@ -2,6 +2,13 @@
 
 ``Worker.handle(records)`` is what the Faust agent calls per micro-batch; it is synchronous
 on purpose (no awaits inside), so a checkpoint never sees half a batch.
+
+Lists follow load. A micro-batch marks the users it touched as *pending*; pending lists are
+published oldest first, all of them as soon as the worker has caught up with its input, and
+under load (a full micro-batch: more records are waiting) only once they have waited
+``list_max_delay_s``, so several events of a user in that time cost one list instead of
+several. Publishing yields to new events after ``list_slice_s``. Checkpoints are captured
+between micro-batches and written by a background thread (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -41,6 +49,13 @@ class Worker:
         self._last_checkpoint = time.monotonic()
         self._dirty = False
         self._refresh_queue: list[int] = []
+        self._pending: dict[int, float] = {}     # user row -> when its list fell behind
+        self._fallback_dirty = False
+        self._last_fallback = 0.0
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self._writing: Future | None = None
+        self._writing_offsets: dict[str, int] = {}
+        self._force_full = False
         self.on_checkpoint: Callable[[dict[str, int]], None] | None = None
 
     # ----------------------------------------------------------------- start
@@ -53,8 +68,11 @@ class Worker:
             for _, records in self.store.wal_after(wal_seq):
                 self._apply(records, wal=False)
                 replayed += 1
-            log.info("restored state: %d users, %d items, offsets %s, %d WAL batches replayed",
-                     len(self.engine.users), len(self.engine.items), self.engine.offsets, replayed)
+            self._mark(self.store.pending_rows())
+            log.info("restored state: %d users, %d items, offsets %s, %d WAL batches replayed, "
+                     "%d lists to republish", len(self.engine.users), len(self.engine.items),
+                     self.engine.offsets, replayed, len(self._pending))
+            self.publish_due(backlog=False, budget_s=float("inf"))
             if replayed:
                 self.checkpoint()
         else:
@@ -108,13 +126,17 @@ class Worker:
             c.close()
 
     # ----------------------------------------------------------------- batches
-    def handle(self, records: list[Record]) -> BatchResult:
-        """One micro-batch: log it, apply it, publish its lists; checkpoint when due."""
+    def handle(self, records: list[Record], backlog: bool = False) -> BatchResult:
+        """One micro-batch: log it, apply it, publish the lists that are due; checkpoint
+        when due. ``backlog``: more records are waiting (the batch was full), so lists of
+        the users it touched may wait up to ``list_max_delay_s`` and coalesce."""
         t0 = time.perf_counter()
         now = time.time()
-        for rec in records:
+        step = max(1, len(records) // 64)   # a systematic sample keeps the histogram cheap
+        for rec in records[::step]:
             metrics.INGEST_DELAY.observe(max(0.0, now - rec[5]))
         res = self._apply(records, wal=True)
+        self.publish_due(backlog)
         self.maybe_checkpoint()
         metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
         metrics.BATCH_SIZE.observe(len(records))
@@ -141,15 +163,72 @@ class Worker:
         metrics.EVENTS.labels("metadata").inc(res.metadata)
         self._publish_invalid(res)
         self._publish_quarantined(res)
-        self.publish_lists(res.affected_users)
+        self._mark(res.affected_users)
         if res.outcome.positives:
-            self._publish_fallback()
+            self._fallback_dirty = True
         self._update_gauges()
         self.producer.poll(0)
         for rec in control:
             self.engine.advance(rec[0], rec[1], rec[2])
             self.on_control(rec[4])
         return res
+
+    # ----------------------------------------------------------------- lists that follow load
+    def _mark(self, rows: Iterable[int]) -> None:
+        """These users' lists are behind their events (first time counts: FIFO order)."""
+        now = time.monotonic()
+        pending = self._pending
+        for r in rows:
+            if r not in pending:
+                pending[r] = now
+        metrics.LISTS_PENDING.set(len(pending))
+
+    def idle_timeout(self, longest: float) -> float:
+        """How long the ingest loop may wait for records before lists are due again: 0
+        while lists are pending, until the fallback is due when only it waits."""
+        if self._pending:
+            return 0.0
+        if self._fallback_dirty:
+            due = self._last_fallback + self.settings.fallback_interval_s - time.monotonic()
+            return min(longest, max(0.0, due))
+        return longest
+
+    def publish_due(self, backlog: bool, budget_s: float | None = None) -> int:
+        """Publish pending lists oldest first: all of them when caught up; under load
+        (``backlog``) only those that waited ``list_max_delay_s``; for at most ``budget_s``
+        (default ``list_slice_s``) so new events are read in between. Returns lists sent."""
+        s = self.settings
+        start = time.monotonic()
+        budget = s.list_slice_s if budget_s is None else budget_s
+        cutoff = start - s.list_max_delay_s if backlog else float("inf")
+        chunk = self._chunk()
+        pending = self._pending
+        sent = 0
+        while pending:
+            rows = []
+            for r, since in pending.items():
+                if since > cutoff or len(rows) == chunk:
+                    break
+                rows.append(r)
+            if not rows:
+                break
+            for r in rows:
+                metrics.LIST_WAIT.observe(start - pending.pop(r))
+            sent += self.publish_lists(rows, chunk=chunk)
+            if time.monotonic() - start >= budget:
+                break
+        if self._fallback_dirty and start - self._last_fallback >= s.fallback_interval_s:
+            self._publish_fallback()
+        metrics.LISTS_PENDING.set(len(pending))
+        if sent:
+            self.producer.poll(0)
+        return sent
+
+    def _chunk(self) -> int:
+        """Users scored per call: a ~64 MB score matrix (2,048 users on ML-100K, ~160 at
+        100 k items: bench/scale.py measured the same ms per list from 256-user chunks as
+        from 2,048-user ones)."""
+        return max(16, min(2048, (16 << 20) // max(1, self.engine.model.item_capacity)))
 
     # ----------------------------------------------------------------- model swap
     def on_control(self, value: bytes | None) -> None:
@@ -209,6 +288,9 @@ class Worker:
             if key not in new.offsets or new.offsets[key] < off:
                 new.offsets[key] = off
         new.guard = old.guard  # live flags and releases carry over
+        self._pending = {row: t for row, t in ((new.users.get(old.users.id_of(r)), t)
+                                               for r, t in self._pending.items())
+                         if row is not None}
         self.engine = new
         self.checkpoint(full=True)
         self._refresh_queue = list(range(len(new.users)))
@@ -267,17 +349,19 @@ class Worker:
                       headers=[("error", reason.encode("utf-8"))])
 
     def _publish_fallback(self) -> None:
-        """The popular-items list the lookup serves to users it does not know."""
+        """The popular-items list the lookup serves to users it does not know (at most
+        every ``fallback_interval_s``: it changes slowly, and each one is a record)."""
         self._produce(self.settings.topic_recommendations, FALLBACK_KEY.encode(),
                       self.engine.fallback_record(self.settings.top_n))
+        self._fallback_dirty = False
+        self._last_fallback = time.monotonic()
 
     def publish_lists(self, user_rows: Iterable[int], chunk: int | None = None) -> int:
-        """Score, rank and publish the lists of ``user_rows`` in chunks whose score matrix
-        stays near 64 MB (2,048 users on ML-100K, ~160 at 100 k items: bench/scale.py
-        measured the same ms per list from 256-user chunks as from 2,048-user ones)."""
+        """Score, rank and publish the lists of ``user_rows`` now, in chunks of
+        :meth:`_chunk` users."""
         rows = sorted(set(user_rows))
         if chunk is None:
-            chunk = max(16, min(2048, (16 << 20) // max(1, self.engine.model.item_capacity)))
+            chunk = self._chunk()
         n = 0
         for start in range(0, len(rows), chunk):
             for uid, value in self.engine.lists_for_rows(rows[start:start + chunk],
@@ -297,19 +381,57 @@ class Worker:
 
     # ----------------------------------------------------------------- state
     def checkpoint(self, full: bool = False) -> None:
-        """Flush published lists, then snapshot the state (lists are never behind it)."""
+        """Flush published lists, then snapshot and write the state now (lists are never
+        behind it: those still pending are stored with it and republished on restart)."""
+        self._finish_write(wait=True)
         self.producer.flush(30)
-        self.store.checkpoint(self.engine, full=full)
+        self.store.checkpoint(self.engine, full=full or self._force_full,
+                              pending=self._pending)
+        self._force_full = False
+        self._checkpointed(dict(self.engine.offsets))
+
+    def maybe_checkpoint(self) -> None:
+        """Every ``checkpoint_interval_s``: capture a snapshot between micro-batches (a copy
+        of the model arrays) and let the background writer store it; the event loop does
+        not wait for the files and their fsync (30-100 ms, the old p99 of freshness)."""
+        if self._writing is not None:
+            if not self._writing.done():
+                return
+            self._finish_write()
+        if not self._dirty or time.monotonic() - self._last_checkpoint < \
+                self.settings.checkpoint_interval_s:
+            return
+        self.producer.flush(30)
+        snap = self.store.snapshot(self.engine, full=self._force_full, pending=self._pending)
+        self._force_full = False
+        self._dirty = False
+        self._last_checkpoint = time.monotonic()
+        self._writing_offsets = snap.offsets
+        self._writing = self._writer.submit(self.store.write, snap)
+
+    def _finish_write(self, wait: bool = False) -> None:
+        """Account for the background write: on failure the next checkpoint is full (the
+        snapshot had taken the engine's change sets), and the state stays dirty."""
+        job, self._writing = self._writing, None
+        if job is None:
+            return
+        try:
+            job.result(timeout=None if wait else 0)
+        except Exception as exc:  # disk full, permissions: keep running, say what to do
+            self._force_full = True
+            self._dirty = True
+            metrics.CHECKPOINT_ERRORS.inc()
+            log.error("checkpoint write failed (%s); the next one rewrites the whole state. "
+                      "Check free space and permissions of %s", exc, self.store.root)
+            return
+        self._checkpointed(self._writing_offsets)
+
+    def _checkpointed(self, offsets: dict[str, int]) -> None:
         if self.on_checkpoint is not None:
-            self.on_checkpoint(dict(self.engine.offsets))
+            self.on_checkpoint(dict(offsets))
         self._last_checkpoint = time.monotonic()
         self._dirty = False
         metrics.CHECKPOINTS.inc()
-
-    def maybe_checkpoint(self) -> None:
-        if self._dirty and time.monotonic() - self._last_checkpoint >= \
-                self.settings.checkpoint_interval_s:
-            self.checkpoint()
 
     def _update_gauges(self) -> None:
         e = self.engine
@@ -323,7 +445,11 @@ class Worker:
         metrics.CAPACITY.labels("item").set(e.model.item_capacity)
 
     def close(self) -> None:
-        if self.engine is not None and self._dirty:
-            self.checkpoint()
+        """Publish what is pending (up to 10 s), checkpoint, stop the writer."""
+        if self.engine is not None:
+            self.publish_due(backlog=False, budget_s=10.0)
+            if self._dirty or self._writing is not None or self._pending:
+                self.checkpoint()
+        self._writer.shutdown(wait=True)
         self.producer.flush(30)
         self.store.close()

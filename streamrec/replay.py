@@ -1,9 +1,12 @@
 """Reading whole topics from given offsets up to their end: bootstrap and retrain.
 
-"The end" is taken carefully: Tansu reports a high watermark that can lag far behind the
-real end after batched produce, so a partition counts as done only when our position has
-reached the reported high watermark *and* nothing more arrived for ``idle_s``. On Apache
-Kafka the first condition is exact and the idle wait costs one short poll.
+"The end" is taken carefully: Tansu's ListOffsets reports a high watermark that can lag far
+behind the real end after batched produce (1 for a partition holding one batch of 1,000
+records), but the high watermark in its *fetch* responses is right on both brokers. So a
+partition is done when librdkafka reports reaching its end (``enable.partition.eof``, from
+the fetch responses) at our position. As a fallback (a broker that never reports it), a
+partition at or past the ListOffsets high watermark that stays silent for ``idle_s`` counts
+as done too.
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ def read_topics(settings: Settings, topics: list[str], start: dict[str, int] | N
     start = start or {}
     stop = stop or {}
     consumer = Consumer(consumer_config(settings, f"streamrec-replay-{uuid.uuid4().hex[:8]}",
-                                        **{"enable.auto.offset.store": False}))
+                                        **{"enable.auto.offset.store": False,
+                                           "enable.partition.eof": True,
+                                           "fetch.wait.max.ms": 10}))
     bar = None
     try:
         assignment = []
@@ -77,8 +82,11 @@ def read_topics(settings: Settings, topics: list[str], start: dict[str, int] | N
         newest: dict[tuple[str, int], float] = {}
         last_data = time.monotonic()
         heard = {tp: last_data for tp in highs}   # when each partition last gave a record
+        end_at: dict[tuple[str, int], int] = {}   # where librdkafka last saw the end
 
         def partition_done(tp: tuple[str, int], now: float) -> bool:
+            if tp not in bounded and end_at.get(tp) == position[tp]:
+                return True
             if position[tp] < highs[tp]:
                 return False
             if tp in bounded:
@@ -93,6 +101,7 @@ def read_topics(settings: Settings, topics: list[str], start: dict[str, int] | N
             for m in msgs:
                 if m.error() is not None:
                     if m.error().code() == KafkaError._PARTITION_EOF:
+                        end_at[(m.topic(), m.partition())] = m.offset()
                         continue
                     log.warning("replay read error: %s", m.error())
                     continue

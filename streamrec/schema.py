@@ -6,12 +6,13 @@ turns pydantic's errors into one short reason that goes to the dead-letter heade
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 import orjson
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt,
-                      StrictStr, StringConstraints, TypeAdapter, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      StrictFloat, StrictInt, StrictStr, StringConstraints, TypeAdapter,
+                      ValidationError, field_validator, model_validator, with_config)
+from typing_extensions import NotRequired, Required, TypedDict
 
 from streamrec.errors import InvalidEvent
 
@@ -114,6 +115,58 @@ class RecommendationList(BaseModel):
 _interaction = TypeAdapter(Interaction)
 
 
+class Event(NamedTuple):
+    """A validated interaction event as the worker carries it: the fields of
+    :class:`Interaction`, in a tuple that is ~4x cheaper to build than the model."""
+
+    user_id: str
+    item_id: str
+    event_type: str = "click"
+    timestamp: float | None = None
+    weight: float | None = None
+    rating: float | None = None
+    event_id: str | None = None
+    user_features: dict | None = None
+    item_features: dict | None = None
+
+    @classmethod
+    def of(cls, ev: Interaction) -> "Event":
+        return cls(ev.user_id, ev.item_id, ev.event_type, ev.timestamp, ev.weight, ev.rating,
+                   ev.event_id, ev.user_features, ev.item_features)
+
+
+def _non_negative(v: float | None) -> float | None:
+    if v is not None and v < 0:
+        raise ValueError("must be >= 0")
+    return v
+
+
+_Number = Annotated[FiniteNumber | None, BeforeValidator(_no_bool)]
+_NonNegative = Annotated[FiniteNumber | None, BeforeValidator(_no_bool),
+                         AfterValidator(_non_negative)]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class _EventFields(TypedDict, total=False):
+    """:class:`Interaction`'s fields and rules as a TypedDict, validated straight from JSON
+    by pydantic-core (~1 µs an event instead of ~4.5 µs through the model). Anything it
+    rejects goes through the model, whose messages are the ones users see."""
+
+    user_id: Required[Id]
+    item_id: Required[Id]
+    event_type: EventType
+    timestamp: _NonNegative
+    weight: _NonNegative
+    rating: _Number
+    event_id: Annotated[str, StringConstraints(strict=True, min_length=1,
+                                               max_length=MAX_ID_LEN)] | None
+    user_features: FeatureMap | None
+    item_features: FeatureMap | None
+
+
+_event_fields = TypeAdapter(_EventFields)
+
+
 def _reason(exc: ValidationError) -> str:
     """pydantic's first few errors as one line: 'user_id: String should have ...'."""
     parts = []
@@ -123,10 +176,22 @@ def _reason(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_interaction(raw: bytes | str | None) -> Interaction:
+def parse_interaction(raw: bytes | str | None) -> Event:
     """Decode and validate one event; raise InvalidEvent with a readable reason."""
     if raw is None:
         raise InvalidEvent("empty value (tombstone); an event must be a JSON object")
+    try:
+        fields = _event_fields.validate_json(raw)
+    except ValidationError:
+        fields = None
+    if fields is not None and ((fields.get("rating") is None) ==
+                               (fields.get("event_type", "click") != "rating")):
+        return Event(**fields)
+    return Event.of(_parse_model(raw))
+
+
+def _parse_model(raw: bytes | str) -> Interaction:
+    """The model's path: slower, with the readable reason of the first rule broken."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

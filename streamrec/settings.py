@@ -143,6 +143,15 @@ class Settings(BaseSettings):
     batch_window_s: float = Field(0.05, gt=0, description="agent: wait at most this for a "
                                   "batch to fill; batch: poll timeout (batches never wait)")
     top_n: int = Field(20, ge=1, description="length of stored lists")
+    list_max_delay_s: float = Field(
+        1.0, ge=0, description="under load (a full micro-batch: more records wait), a "
+        "user's list is published at most this long after the first event it lacks, so a "
+        "user's events within it cost one list; caught up, lists go out at once "
+        "(stream_app/worker.py, load curve in docs/benchmarks.md)")
+    list_slice_s: float = Field(0.1, gt=0, description="publishing pending lists yields to "
+                                "new events after this long")
+    fallback_interval_s: float = Field(0.5, ge=0, description="the popular fallback list is "
+                                       "republished at most this often")
     checkpoint_interval_s: float = Field(5.0, gt=0)
     refresh_rate: float = Field(2000, gt=0, description="lists/s republished after a swap")
     dedup_window: int = Field(1_000_000, ge=0, description="event_ids remembered for dedup")

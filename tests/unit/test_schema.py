@@ -66,3 +66,29 @@ def test_metadata_id_comes_from_value_or_key():
         parse_metadata(b'{"features": {}}', "user", key=None)
     with pytest.raises(InvalidEvent):
         parse_metadata(b'{"item_id": "m1", "features": {"x": {"y": 1}}}', "item")
+
+
+def test_fast_path_accepts_exactly_what_the_model_accepts():
+    """parse_interaction validates valid events with a TypedDict twin of the model; both
+    must agree on every input (and on the values), or the fast path would widen the
+    contract."""
+    from streamrec.schema import Event, _parse_model
+
+    extra = [b'{"user_id": "u", "item_id": "i", "rating": null, "event_type": "rating"}',
+             b'{"user_id": "u", "item_id": "i", "event_type": "rating", "rating": 2}',
+             b'{"user_id": "u", "item_id": "i", "timestamp": 0}',
+             b'{"user_id": "u", "item_id": "i", "weight": 0.0, "event_id": null}',
+             b'{"user_id": "u", "item_id": "i", "user_features": null}',
+             b'{"user_id": "u", "item_id": "i", "item_features": {"g": ["a"], "n": -1}}',
+             b'{"user_id": "u", "item_id": "i"} ',
+             b'{"user_id": "u", "item_id": "i", "user_id": "v"}']
+    for raw in [r for r, _ in VALID] + [r for r, _ in INVALID.values()] + extra:
+        try:
+            want = Event.of(_parse_model(raw)) if raw is not None else None
+        except InvalidEvent:
+            want = None
+        try:
+            got = parse_interaction(raw)
+        except InvalidEvent:
+            got = None
+        assert got == want, raw
