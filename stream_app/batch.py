@@ -14,7 +14,7 @@ import numpy as np
 from stream_app.engine import BatchOutcome, Engine
 from streamrec.replay import Record
 from streamrec.errors import InvalidEvent
-from streamrec.schema import Event, Interaction, parse_interaction, parse_metadata
+from streamrec.schema import Event, parse_interaction, parse_metadata
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,6 @@ class BatchResult:
         return set(self.outcome.users.tolist()) | self.feature_users
 
 
-def _with_default_timestamp(ev: Event, ts: float) -> Event:
-    return ev if ev.timestamp is not None else ev._replace(timestamp=ts)
-
-
 def process_records(engine: Engine, records: list[Record], settings: Settings,
                     train: bool = True) -> BatchResult:
     """Apply a batch of records from any of the worker's topics, in offset order per topic.
@@ -52,32 +48,44 @@ def process_records(engine: Engine, records: list[Record], settings: Settings,
     res = BatchResult()
     events: list[Event] = []
     arrivals: list[float] = []
-    raws: list[tuple[bytes | None, bytes | None, str]] = []
+    sources: list[int] = []          # index in ``records`` of each event (for quarantine)
     released: list[bool] = []
-    interaction_topics = (settings.topic_interactions, settings.topic_released)
-    for topic, part, offset, key, value, ts in records:
-        if engine.is_applied(topic, part, offset):
+    t_events, t_released = settings.topic_interactions, settings.topic_released
+    t_users, t_items = settings.topic_users, settings.topic_items
+    stored: dict[tuple[str, int], int] = {}   # the state's next offset per partition
+    last: dict[tuple[str, int], int] = {}     # the batch's newest offset per partition
+    offsets = engine.offsets
+    for k, (topic, part, offset, key, value, ts) in enumerate(records):
+        tp = (topic, part)
+        start = stored.get(tp)
+        if start is None:
+            start = stored[tp] = offsets.get(engine.tp_key(topic, part), 0)
+        if offset < start:
             res.skipped += 1
             continue
-        engine.advance(topic, part, offset)
+        if offset > last.get(tp, -1):
+            last[tp] = offset
         try:
-            if topic in interaction_topics:
-                events.append(_with_default_timestamp(parse_interaction(value), ts))
+            if topic == t_events or topic == t_released:
+                ev = parse_interaction(value)
+                events.append(ev if ev.timestamp is not None else ev._replace(timestamp=ts))
                 arrivals.append(ts)
-                raws.append((key, value, f"{topic}:{part}:{offset}"))
-                released.append(topic == settings.topic_released)
-            elif topic == settings.topic_users:
+                sources.append(k)
+                released.append(topic == t_released)
+            elif topic == t_users:
                 meta = parse_metadata(value, "user", _decode_key(key))
                 res.feature_users.add(engine.apply_user_features(meta.user_id, meta.features))
                 res.metadata += 1
-            elif topic == settings.topic_items:
+            elif topic == t_items:
                 meta = parse_metadata(value, "item", _decode_key(key))
                 engine.apply_item_features(meta.item_id, meta.features)
                 res.metadata += 1
         except InvalidEvent as exc:
             res.invalid.append((key, value, f"{topic}: {exc.reason}"))
+    for (topic, part), offset in last.items():
+        engine.advance(topic, part, offset)
     if events and engine.guard is not None:
-        events = _guard(engine, events, arrivals, raws, released, res)
+        events = _guard(engine, events, arrivals, records, sources, released, res)
     if events:
         res.outcome = engine.apply_interactions(events, train=train)
         if not train:
@@ -85,9 +93,8 @@ def process_records(engine: Engine, records: list[Record], settings: Settings,
     return res
 
 
-def _guard(engine: Engine, events: list[Interaction], arrivals: list[float],
-           raws: list[tuple[bytes | None, bytes | None, str]], released: list[bool],
-           res: BatchResult) -> list[Interaction]:
+def _guard(engine: Engine, events: list[Event], arrivals: list[float], records: list[Record],
+           sources: list[int], released: list[bool], res: BatchResult) -> list[Event]:
     """Hold back what the fraud/bot guard flags (before training: a held event moves no
     list and no popularity). Known = has trained history (metadata alone assigns rows)."""
     users, seen = engine.users, engine.seen
@@ -97,8 +104,10 @@ def _guard(engine: Engine, events: list[Interaction], arrivals: list[float],
                                        np.asarray(released, dtype=bool))
     if keep.all():
         return events
-    res.quarantined = [(*raws[k], reasons[k] or "quarantined")
-                       for k in np.flatnonzero(~keep).tolist()]
+    for k in np.flatnonzero(~keep).tolist():
+        topic, part, offset, key, value, _ = records[sources[k]]
+        res.quarantined.append((key, value, f"{topic}:{part}:{offset}",
+                                reasons[k] or "quarantined"))
     return [e for e, k in zip(events, keep.tolist()) if k]
 
 
