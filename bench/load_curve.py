@@ -240,13 +240,17 @@ def main() -> None:
                     help="one stack for every point (default: a fresh one per point)")
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                     help="worker settings, e.g. max_batch=5000 (STREAMREC_* of the children)")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (worker logs)")
     args = ap.parse_args()
     overrides = dict(kv.split("=", 1) for kv in args.set)
     work = Path(tempfile.mkdtemp(prefix="streamrec-curve-"))
     try:
         points = run_curve(args, overrides, work)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"work dir kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     table(points)
     path = write_results(f"load_curve-{args.engine}",
                          {"engine": args.engine, "args": vars(args), "settings": overrides,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from pathlib import Path
 
 import faust
 from aiokafka.errors import KafkaError
@@ -39,6 +40,7 @@ def faust_broker_options(settings: Settings) -> dict:
         "topic_replication_factor": settings.replication_factor,
         "stream_wait_empty": False,
         "store": "memory://",
+        "datadir": str(Path(settings.state_dir) / "faust"),   # not the current directory
         "web_enabled": False,
         "key_serializer": "raw",
         "value_serializer": "raw",

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, NamedTuple, Union
 
 import orjson
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
-                      StrictFloat, StrictInt, StrictStr, StringConstraints, TypeAdapter,
-                      ValidationError, field_validator, model_validator, with_config)
-from typing_extensions import NotRequired, Required, TypedDict
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictFloat,
+                      StrictInt, StrictStr, StringConstraints, TypeAdapter, ValidationError,
+                      field_validator, model_validator, with_config)
+from typing_extensions import Required, TypedDict
 
 from streamrec.errors import InvalidEvent
 
@@ -135,29 +135,25 @@ class Event(NamedTuple):
                    ev.event_id, ev.user_features, ev.item_features)
 
 
-def _non_negative(v: float | None) -> float | None:
-    if v is not None and v < 0:
-        raise ValueError("must be >= 0")
-    return v
-
-
-_Number = Annotated[FiniteNumber | None, BeforeValidator(_no_bool)]
-_NonNegative = Annotated[FiniteNumber | None, BeforeValidator(_no_bool),
-                         AfterValidator(_non_negative)]
+_FastId = Union[Annotated[str, StringConstraints(strict=True, min_length=1,
+                                                 max_length=MAX_ID_LEN)], StrictInt]
+_FastNumber = Annotated[float, Strict(), Field(allow_inf_nan=False)] | None
+_FastNonNegative = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)] | None
 
 
 @with_config(ConfigDict(extra="forbid"))
 class _EventFields(TypedDict, total=False):
-    """:class:`Interaction`'s fields and rules as a TypedDict, validated straight from JSON
-    by pydantic-core (~1 µs an event instead of ~4.5 µs through the model). Anything it
-    rejects goes through the model, whose messages are the ones users see."""
+    """:class:`Interaction`'s fields and rules as a TypedDict with only pydantic-core
+    constraints (no Python validator runs), validated straight from JSON: ~1.4 µs an event
+    instead of ~4.5 µs through the model. Anything it rejects goes through the model, whose
+    messages are the ones users see; a test checks both accept exactly the same events."""
 
-    user_id: Required[Id]
-    item_id: Required[Id]
+    user_id: Required[_FastId]
+    item_id: Required[_FastId]
     event_type: EventType
-    timestamp: _NonNegative
-    weight: _NonNegative
-    rating: _Number
+    timestamp: _FastNonNegative
+    weight: _FastNonNegative
+    rating: _FastNumber
     event_id: Annotated[str, StringConstraints(strict=True, min_length=1,
                                                max_length=MAX_ID_LEN)] | None
     user_features: FeatureMap | None
@@ -186,6 +182,9 @@ def parse_interaction(raw: bytes | str | None) -> Event:
         fields = None
     if fields is not None and ((fields.get("rating") is None) ==
                                (fields.get("event_type", "click") != "rating")):
+        for key in ("user_id", "item_id"):
+            if type(fields[key]) is int:
+                fields[key] = str(fields[key])
         return Event(**fields)
     return Event.of(_parse_model(raw))
 
