@@ -21,7 +21,8 @@ from stream_app.explore import Entry, explore_batch, row_moments
 from stream_app.guard import Guard, GuardConfig
 from stream_app.model import ModelParams, PaddedLightFM, padded_capacity
 from stream_app.registry import IdRegistry
-from stream_app.topn import top_n
+from stream_app.topn import Cells, top_n
+from stream_app.useritems import UserItems
 from streamrec.schema import FALLBACK_KEY, Interaction
 from streamrec.settings import Settings
 
@@ -66,8 +67,7 @@ class Engine:
         self.created = created or model_stamp()
         self.batch_seq = 0
         self.n_applied = 0
-        self.seen: dict[int, set[int]] = {}
-        self.trained_users: set[int] = set()
+        self.seen = UserItems()  # every item a user row interacted with (incl. dislikes)
         self.dedup: OrderedDict[str, None] = OrderedDict()
         self.recent_positives: deque[int] = deque(maxlen=settings.popular_window)
         self.popularity = Counter()
@@ -77,7 +77,8 @@ class Engine:
                                       pair_window=settings.cooc_pair_window,
                                       capacity=self.model.item_capacity,
                                       growth=settings.growth_factor,
-                                      dense_max=settings.cooc_dense_items)
+                                      dense_max=settings.cooc_dense_items,
+                                      max_neighbours=settings.cooc_max_neighbours)
         self.dirty_users: set[int] = set()
         self.new_event_ids: list[str] = []
         self.evicted_event_ids: list[str] = []
@@ -181,17 +182,10 @@ class Engine:
         return outcome
 
     def _record_history(self, u: np.ndarray, i: np.ndarray, values: np.ndarray) -> None:
-        seen = self.seen
-        for ur, ir in zip(u.tolist(), i.tolist()):
-            s = seen.get(ur)
-            if s is None:
-                seen[ur] = {ir}
-            else:
-                s.add(ir)
+        self.seen.add(u, i)
         self.dirty_users.update(u.tolist())
         pos = values > 0
         if pos.any():
-            self.trained_users.update(u[pos].tolist())
             self.cooc.add(u[pos], i[pos])
             for ir in i[pos].tolist():
                 if len(self.recent_positives) == self.recent_positives.maxlen:
@@ -199,6 +193,14 @@ class Engine:
                     self.popularity[old] -= 1
                 self.recent_positives.append(ir)
                 self.popularity[ir] += 1
+
+    def is_trained(self, user_rows: np.ndarray) -> np.ndarray:
+        """Which user rows have a positive (their lists are the model's, else "fallback").
+
+        The co-occurrence index records every positive of every row, so its positives store
+        is the trained set; nothing extra is kept or checkpointed.
+        """
+        return self.cooc.history.has(user_rows)
 
     def fit_all(self, epochs: int, users: np.ndarray, items: np.ndarray, values: np.ndarray,
                 on_epoch=None) -> None:
@@ -233,7 +235,8 @@ class Engine:
         return np.concatenate([counts, np.zeros(valid - len(counts), counts.dtype)])
 
     def pick_rows(self, user_rows: np.ndarray, scores: np.ndarray, n: int,
-                  exclude: Sequence[Collection[int]] | None = None) -> list[list[Entry]]:
+                  exclude: Sequence[Collection[int]] | Cells | None = None
+                  ) -> list[list[Entry]]:
         """Best-first (item row, score, reason) lists of ``n`` for a batch of user rows.
 
         ``scores`` is (users x item capacity) and is modified in place. ``exclude``: item
@@ -245,7 +248,7 @@ class Engine:
         """
         valid = len(self.items)
         if exclude is None:
-            exclude = [self.seen.get(int(r), ()) for r in user_rows]
+            exclude = Cells(*self.seen.cells(user_rows))
         s = self.settings
         moments = row_moments(scores[:, :valid]) if s.explore_share > 0 else None
         picked = top_n(scores, n, valid, exclude)
@@ -271,7 +274,7 @@ class Engine:
         if row is None:
             return self.fallback(n), "fallback"
         lst = self.recommend_rows(np.array([row]), n)[0]
-        return lst, ("model" if row in self.trained_users else "fallback")
+        return lst, ("model" if self.is_trained(np.array([row]))[0] else "fallback")
 
     def fallback(self, n: int) -> list[ListEntry]:
         """Most frequent items among the last ``popular_window`` positives (no exploration:
@@ -300,10 +303,10 @@ class Engine:
             return []
         now = time.time()
         lists = self.recommend_rows(rows, n)
-        trained = self.trained_users
+        trained = self.is_trained(rows).tolist()
         ids = self.users.ids_of(rows)
-        return [(uid, self.list_record(uid, lst, "model" if int(r) in trained else "fallback", now))
-                for uid, r, lst in zip(ids, rows, lists)]
+        return [(uid, self.list_record(uid, lst, "model" if t else "fallback", now))
+                for uid, t, lst in zip(ids, trained, lists)]
 
     def fallback_record(self, n: int) -> bytes:
         return self.list_record(FALLBACK_KEY, self.fallback(n), "fallback")
