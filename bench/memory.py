@@ -137,7 +137,7 @@ def engine_state_mb(ml: MovieLens) -> dict[str, float]:
     feats = sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
                 for m in (e.model.users.matrix(), e.model.items.matrix()))
     return {"model_arrays_mb": model / MB, "feature_matrices_mb": feats / MB,
-            "cooccurrence_mb": e.cooc.nbytes / MB,
+            "cooccurrence_mb": e.cooc.nbytes / MB, "seen_store_mb": e.seen.nbytes / MB,
             "user_capacity": e.model.user_capacity, "item_capacity": e.model.item_capacity,
             "cooc_capacity": e.cooc.capacity}
 

@@ -55,11 +55,15 @@ from streamrec.settings import Settings  # noqa: E402
 RSS_TARGET_MB = 4096
 EVENT_TYPES = np.array(["view", "click", "purchase"])
 EVENT_SHARES = np.array([0.6, 0.3, 0.1])
-# Python state per user and per event (registry entry, seen set, co-occurrence history and
-# liked set, dedup id): allowances checked against the medium run in docs/benchmarks.md,
-# where the whole estimate came out 20-25 % above the measured RSS.
-PY_BYTES_PER_USER = 1_000
-PY_BYTES_PER_EVENT = 250
+# State per user and per event: the registry's Python entry (~130 B, tracemalloc) plus the
+# user stores' row arrays (2 x 16 B); a dedup id (~150 B, up to dedup_window of them); the
+# seen and positives arenas (int32 slots with doubling slack, ~16-32 B per event together;
+# bench/state_scale.py). Before the numpy user stores (seen sets, histories and liked sets
+# as Python objects) the allowances were 1,000 B per user and 250 B per event, checked
+# against the medium run in docs/benchmarks.md (the estimate came out 20-25 % high).
+PY_BYTES_PER_USER = 200
+PY_BYTES_PER_DEDUP_ID = 150
+STORE_BYTES_PER_EVENT = 32
 IMPORTS_MB = 80
 
 
@@ -125,8 +129,8 @@ def produce_all(s: Settings, chunks: Iterator[list[tuple[bytes, bytes]]]) -> int
 
 
 # --------------------------------------------------------------------------- estimate
-SPARSE_PAIR_BYTES = 120
-"""Memory per distinct co-liked pair in ``SparseRows`` (two array slots and a dict entry)."""
+CSR_ENTRY_BYTES = 8
+"""Memory per stored co-occurrence count in ``SparseCounts`` (int32 column + float32 count)."""
 
 
 def estimate_mb(users: int, items: int, events: int, s: Settings, chunk: int | None = None) -> dict:
@@ -145,12 +149,17 @@ def estimate_mb(users: int, items: int, events: int, s: Settings, chunk: int | N
     model = (cols_u + cols_i) * (3 * k + 3) * 4
     if cap_i <= s.cooc_dense_items:
         cooc = cap_i * cap_i * 4
-    else:  # sparse rows: ~120 B per distinct pair (arrays + the row's dict); upper bound
-        cooc = min(events * s.cooc_pair_window * 2, cap_i * cap_i) * SPARSE_PAIR_BYTES
+        cooc_transient = cooc / (g * g)          # the old matrix while growing
+    else:  # bounded sparse counts: base <= items x max_neighbours, pending <= half of it
+        pairs = events * s.cooc_pair_window * 2
+        base = min(pairs, cap_i * (s.cooc_max_neighbours or cap_i))
+        cooc = 1.5 * base * CSR_ENTRY_BYTES + 3 * cap_i * 4
+        cooc_transient = 2 * base * CSR_ENTRY_BYTES   # a merge: the sum, then the pruned
     scores = chunk * cap_i * 4 * 5   # scores, co-occurrence scores, 2 standardised, blend
-    python = users * PY_BYTES_PER_USER + min(events, s.dedup_window) * PY_BYTES_PER_EVENT
+    python = users * PY_BYTES_PER_USER + min(events, s.dedup_window) * PY_BYTES_PER_DEDUP_ID \
+        + events * STORE_BYTES_PER_EVENT
     steady = IMPORTS_MB * MB + model + cooc + python
-    peak = steady + max(model / g, cooc / (g * g), scores)
+    peak = steady + max(model / g, cooc_transient, scores)
     # What it would take without the dense co-occurrence counts and with 256-user chunks:
     lean = IMPORTS_MB * MB + model + python
     lean_peak = lean + max(model / g, 256 * cap_i * 4 * 5)
@@ -183,9 +192,8 @@ def scan_cost(n_items: int, batch: int, k: int = 30, n: int = 20, seen: int = 20
         out["blend_ms_per_list"] = None
         return out
     cooc = CooccurrenceIndex(capacity=n_items)
+    cooc.history.add(np.repeat(np.arange(batch), seen), rng.integers(0, n_items, batch * seen))
     cooc.counts[:] = 1.0
-    for u in range(batch):
-        cooc.history[u] = rng.integers(0, n_items, seen).tolist()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

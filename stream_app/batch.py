@@ -97,9 +97,10 @@ def _guard(engine: Engine, events: list[Event], arrivals: list[float], records: 
            sources: list[int], released: list[bool], res: BatchResult) -> list[Event]:
     """Hold back what the fraud/bot guard flags (before training: a held event moves no
     list and no popularity). Known = has trained history (metadata alone assigns rows)."""
-    users, seen = engine.users, engine.seen
-    known = np.fromiter(((r := users.get(e.user_id)) is not None and r in seen
-                         for e in events), bool, len(events))
+    users = engine.users
+    rows = np.fromiter((-1 if (r := users.get(e.user_id)) is None else r for e in events),
+                       np.int64, len(events))
+    known = engine.seen.has(rows)
     keep, reasons = engine.guard.check(events, np.asarray(arrivals, dtype=np.float64), known,
                                        np.asarray(released, dtype=bool))
     if keep.all():

@@ -1,48 +1,66 @@
 """Incremental item-item co-occurrence and its asymmetric-cosine scores ("item kNN").
 
-Two items co-occur when one user liked both. The counts grow one positive at a time (no
-retrain), and a user's score for item ``k`` sums, over the user's last ``recent`` positives
-``j``, the asymmetric cosine ``C[j, k] / (n_j ** alpha * n_k ** (1 - alpha))``. It reacts to
-a new positive at once, which is what a factor model updated by SGD does slowly: the engine
-can blend these scores with LightFM's (see :func:`blend`).
+Two items co-occur when one user liked both. The counts grow per micro-batch (no retrain),
+and a user's score for item ``k`` sums, over the user's last ``recent`` positives ``j``, the
+asymmetric cosine ``C[j, k] / (n_j ** alpha * n_k ** (1 - alpha))``. It reacts to a new
+positive at once, which is what a factor model updated by SGD does slowly: the engine can
+blend these scores with LightFM's (see :func:`blend`).
 
-Counts are a dense ``capacity x capacity`` float32 matrix while the catalogue is small (one
-BLAS row-sum per user, the fastest there), and sparse rows (item -> co-liked items and counts,
-in growable arrays) once it outgrows ``dense_max`` items: a dense matrix at 100 k items would
-be 40 GB (84 GB with the padding), while sparse rows hold only pairs that occurred.
+Counts are a dense ``capacity x capacity`` float32 matrix while the catalogue is small (the
+fastest there: ML-100K's 1.7 k items), and bounded sparse counts
+(:class:`~stream_app.sparsecounts.SparseCounts`: a CSR base pruned to each item's
+``max_neighbours`` strongest neighbours plus pending per-batch deltas) once it outgrows
+``dense_max`` items: a dense matrix at 100 k items would be 40 GB (84 GB with the padding),
+unbounded sparse rows ~45 GB at 10 M positives. Users' positives live in a
+:class:`~stream_app.useritems.UserItems` arena (distinct, in order). Everything is one
+vectorised step per micro-batch: :meth:`CooccurrenceIndex.add` finds each new positive's
+pair window in the arena and adds all pairs at once; :meth:`CooccurrenceIndex.scores` is one
+sparse product of the users' weighted recent positives with the counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import scipy.sparse as sp
+
+from stream_app.sparsecounts import SparseCounts
+from stream_app.useritems import UserItems
+
+_CHUNK = 65_536
+"""Positives per internal step of :meth:`CooccurrenceIndex.add`: bounds the pair arrays
+(x ``2 * pair_window``) of a restart's one big call; the steps run in order, so the result
+is the same as one step."""
 
 
 class CooccurrenceIndex:
-    """Co-occurrence counts over users' positives, updated in place per positive.
+    """Co-occurrence counts over users' positives, updated per micro-batch.
 
-    ``pair_window``: a new positive co-occurs with the user's last ``pair_window`` positives
-    (None: with all of them). ``recent``: how many of a user's last positives a score is
-    built from. Users and items are any non-negative ints (engine rows, dataset codes).
+    ``pair_window``: a new positive co-occurs with the user's last ``pair_window`` earlier
+    positives (None: with all of them). ``recent``: how many of a user's last positives a
+    score is built from. ``max_neighbours``: in sparse mode, the counts each item keeps
+    after a merge (0: unbounded; dense mode never prunes). Users and items are any
+    non-negative ints below 2**31 (engine rows, dataset codes); users should be dense.
     """
 
     def __init__(self, alpha: float = 0.7, recent: int = 20, pair_window: int | None = None,
-                 capacity: int = 256, growth: float = 1.5, dense_max: int = 16_384) -> None:
+                 capacity: int = 256, growth: float = 1.5, dense_max: int = 16_384,
+                 max_neighbours: int = 200, merge_min: int = 1 << 21) -> None:
         self.alpha = alpha
         self.recent = recent
         self.pair_window = pair_window
         self.growth = growth
         self.dense_max = dense_max
+        self._sparse_kw = {"max_neighbours": max_neighbours, "merge_min": merge_min}
         self.counts = np.zeros(capacity, np.float32)
         self.pairs: np.ndarray | None = None
-        self._rows: SparseRows | None = None
+        self._rows: SparseCounts | None = None
         if capacity <= dense_max:
             self.pairs = np.zeros((capacity, capacity), np.float32)
         else:
-            self._rows = SparseRows()
-        self.history: dict[int, list[int]] = {}
-        self._liked: dict[int, set[int]] = {}
+            self._rows = SparseCounts(capacity, **self._sparse_kw)
+        self.history = UserItems()
 
     @property
     def capacity(self) -> int:
@@ -53,10 +71,15 @@ class CooccurrenceIndex:
         return self._rows is not None
 
     @property
+    def sparse_counts(self) -> SparseCounts | None:
+        """The bounded sparse counts (None in dense mode): sizes, merges, pruned entries."""
+        return self._rows
+
+    @property
     def nbytes(self) -> int:
-        """Memory held by the counts (for the memory bench)."""
-        held = self.counts.nbytes
-        return held + (self.pairs.nbytes if self.pairs is not None else self._rows.nbytes)
+        """Memory held by the counts and the users' positives (for the memory benches)."""
+        pairs = self.pairs.nbytes if self.pairs is not None else self._rows.nbytes
+        return self.counts.nbytes + pairs + self.history.nbytes
 
     def pair(self, i: int, j: int) -> float:
         """How many users liked both ``i`` and ``j`` (within the pair window)."""
@@ -64,162 +87,119 @@ class CooccurrenceIndex:
             return float(self.pairs[i, j]) if max(i, j) < self.capacity else 0.0
         return self._rows.get(i, j)
 
-    def _ensure(self, n: int) -> None:
-        if n <= self.capacity:
+    def _ensure(self, cap: int) -> None:
+        if cap <= self.capacity:
             return
-        cap = int(np.ceil(max(n, self.capacity) * self.growth))
         counts = np.zeros(cap, np.float32)
         counts[:self.capacity] = self.counts
         if self.pairs is not None and cap > self.dense_max:
-            self._rows = SparseRows.from_dense(self.pairs)  # once, when the catalogue grows
-            self.pairs = None
+            self._rows = SparseCounts.from_dense(self.pairs, cap, **self._sparse_kw)
+            self.pairs = None     # once, when the catalogue grows
         elif self.pairs is not None:
             pairs = np.zeros((cap, cap), np.float32)
             pairs[:self.capacity, :self.capacity] = self.pairs
             self.pairs = pairs
+        else:
+            self._rows.resize(cap)
         self.counts = counts
 
-    def _add_pairs(self, i: int, prev: Sequence[int]) -> None:
-        if self.pairs is not None:
-            idx = np.fromiter(prev, np.int64, len(prev))
-            self.pairs[i, idx] += 1.0
-            self.pairs[idx, i] += 1.0
-        else:
-            for j in prev:
-                self._rows.add(i, j)
-                self._rows.add(j, i)
+    def _capacity_for(self, items: np.ndarray) -> int:
+        """The capacity :meth:`_ensure` reaches growing for ``items`` one at a time, in order
+        (so the capacity, and the switch to sparse, do not depend on the batching)."""
+        cap = self.capacity
+        while True:
+            over = np.flatnonzero(items >= cap)
+            if not len(over):
+                return cap
+            cap = int(np.ceil(max(int(items[over[0]]) + 1, cap) * self.growth))
+            items = items[over[0] + 1:]
 
     def add(self, users: Iterable[int], items: Iterable[int]) -> None:
-        """Record positives in order; a repeated (user, item) positive counts once."""
-        for u, i in zip(users, items):
-            u, i = int(u), int(i)
-            liked = self._liked.setdefault(u, set())
-            if i in liked:
-                continue
-            self._ensure(i + 1)
-            hist = self.history.setdefault(u, [])
-            prev = hist if self.pair_window is None else hist[-self.pair_window:]
-            if prev:
-                self._add_pairs(i, prev)
-            self.counts[i] += 1.0
-            hist.append(i)
-            liked.add(i)
+        """Record positives in order; a repeated (user, item) positive counts once.
 
-    def load_histories(self, histories: dict[int, list[int]]) -> None:
-        """Rebuild counts and pairs from users' positives (oldest first, no repeats), as
-        :meth:`add` would have built them, but vectorised per user (restart path)."""
-        self._ensure(1 + max((max(h) for h in histories.values() if h), default=0))
-        if self._rows is not None:  # sparse: the incremental path, user by user
-            for u, hist in histories.items():
-                if hist:
-                    self.add([u] * len(hist), hist)
+        Each new positive pairs with the user's last ``pair_window`` earlier distinct
+        positives, earlier ones of the same batch included (as if added one by one).
+        """
+        u = np.asarray(users if isinstance(users, np.ndarray) else list(users), np.int64)
+        i = np.asarray(items if isinstance(items, np.ndarray) else list(items), np.int64)
+        for s in range(0, len(u), _CHUNK):
+            self._add_step(u[s:s + _CHUNK], i[s:s + _CHUNK])
+
+    def _add_step(self, u: np.ndarray, i: np.ndarray) -> None:
+        if not len(u):
             return
-        w = self.pair_window
-        for u, hist in histories.items():
-            if not hist:
-                continue
-            h = np.asarray(hist, dtype=np.int64)
-            self.counts[h] += 1.0
-            t = np.arange(len(h))
-            lo = np.zeros_like(t) if w is None else np.maximum(0, t - w)
-            n_prev = t - lo
-            if n_prev.sum():
-                cur = np.repeat(t, n_prev)
-                prev = np.concatenate([np.arange(a, b) for a, b in zip(lo, t) if b > a])
-                np.add.at(self.pairs, (h[cur], h[prev]), 1.0)
-                np.add.at(self.pairs, (h[prev], h[cur]), 1.0)
-            self.history[int(u)] = list(map(int, hist))
-            self._liked[int(u)] = set(self.history[int(u)])
+        taken, pos = self.history.add(u, i)
+        if not len(taken):
+            return
+        new_items = i[taken]
+        self._ensure(self._capacity_for(new_items))
+        np.add.at(self.counts, new_items, 1.0)
+        owner, prev = self.history.window(u[taken], pos, self.pair_window)
+        if not len(owner):
+            return
+        cur = new_items[owner]
+        prev = prev.astype(np.int64)
+        if self.pairs is not None:
+            cap = self.capacity
+            keys, times = np.unique(np.concatenate([cur * cap + prev, prev * cap + cur]),
+                                    return_counts=True)
+            self.pairs.reshape(-1)[keys] += times.astype(np.float32)
+        else:
+            self._rows.add(np.concatenate([cur, prev]), np.concatenate([prev, cur]))
+
+    def load_histories(self, histories: Mapping[int, Sequence[int] | np.ndarray]) -> None:
+        """Rebuild counts and pairs from users' positives (oldest first, no repeats), as
+        :meth:`add` would have built them (restart path). Counts are the same as live when
+        nothing was pruned; pruned rows may keep other weak neighbours, as users are replayed
+        one after another instead of in time order."""
+        rows = [u for u, h in histories.items() if len(h)]
+        if not rows:
+            return
+        lens = [len(histories[u]) for u in rows]
+        items = np.concatenate([np.asarray(histories[u], np.int64) for u in rows])
+        self.add(np.repeat(np.asarray(rows, np.int64), lens), items)
 
     def recent_items(self, user: int) -> list[int]:
         """The user's last ``recent`` positives, oldest first (empty for an unknown user)."""
-        return self.history.get(int(user), [])[-self.recent:]
+        return self.history.last(np.array([int(user)]), self.recent)[1].tolist()
 
     def positives(self, user: int) -> list[int]:
         """Every positive of the user, oldest first."""
-        return self.history.get(int(user), [])
+        return self.history[int(user)].tolist()
 
-    def scores(self, users: Sequence[int], n_items: int | None = None) -> np.ndarray:
-        """(len(users) x n_items) asymmetric-cosine scores; zeros for users without positives."""
+    def scores(self, users: Sequence[int] | np.ndarray, n_items: int | None = None) -> np.ndarray:
+        """(len(users) x n_items) asymmetric-cosine scores; zeros for users without positives.
+
+        One sparse product: (users x items) weights ``n_j ** -alpha`` on each user's last
+        ``recent`` positives, times the counts, then each column scaled by ``n_k ** (alpha - 1)``.
+        """
+        users = np.asarray(users if isinstance(users, np.ndarray) else list(users), np.int64)
         n = self.capacity if n_items is None else n_items
-        out = np.zeros((len(users), n), np.float32)
-        m = min(n, self.capacity)
+        owner, src = self.history.last(users, self.recent)
+        if not len(owner):
+            return np.zeros((len(users), n), np.float32)
+        cap = self.capacity
+        m = min(n, cap)
+        inv_cand = np.zeros(cap, np.float32)          # 0 beyond n: those columns are cut
         cand = self.counts[:m]
-        inv_cand = np.zeros(m, np.float32)
-        np.power(cand, -(1.0 - self.alpha), out=inv_cand, where=cand > 0)
-        for r, u in enumerate(users):
-            src = self.recent_items(u)
-            if not src:
-                continue
-            idx = np.fromiter(src, np.int64, len(src))
-            w = self.counts[idx] ** -self.alpha
-            if self.pairs is not None:
-                out[r, :m] = (w @ self.pairs[idx, :m]) * inv_cand
-            else:
-                row = out[r]
-                for j, wj in zip(idx.tolist(), w.tolist()):
-                    keys, vals = self._rows.row(j)
-                    inside = keys < m
-                    row[keys[inside]] += wj * vals[inside]
-                row[:m] *= inv_cand
+        np.power(cand, -(1.0 - self.alpha), out=inv_cand[:m], where=cand > 0)
+        w = (self.counts[src] ** -self.alpha).astype(np.float32)
+        if self.pairs is not None:
+            weights = sp.csr_matrix((w, (owner, src)), shape=(len(users), cap))
+            prod = weights @ self.pairs                # (users x capacity), dense
+            prod *= inv_cand
+            if n == cap:
+                return prod
+            out = np.zeros((len(users), n), np.float32)
+            out[:, :m] = prod[:, :m]
+            return out
+        prod = self._rows.times(owner, src, w, len(users))
+        prod.data *= inv_cand[prod.indices]
+        if n == cap:
+            return prod.toarray()      # into fresh calloc'ed zeros: no extra pass
+        out = np.zeros((len(users), n), np.float32)
+        out[:, :m] = prod.toarray()[:, :m]
         return out
-
-
-class SparseRows:
-    """Per item, the items co-liked with it and how often, in growable arrays; a dict per row
-    finds an existing pair in O(1). Only pairs that occurred take memory."""
-
-    def __init__(self) -> None:
-        self._keys: dict[int, np.ndarray] = {}
-        self._vals: dict[int, np.ndarray] = {}
-        self._len: dict[int, int] = {}
-        self._pos: dict[int, dict[int, int]] = {}
-
-    @classmethod
-    def from_dense(cls, pairs: np.ndarray) -> "SparseRows":
-        rows = cls()
-        for i in np.flatnonzero(pairs.any(axis=1)).tolist():
-            cols = np.flatnonzero(pairs[i])
-            n = len(cols)
-            rows._keys[i] = np.asarray(cols, np.int64)
-            rows._vals[i] = pairs[i, cols].astype(np.float32)
-            rows._len[i] = n
-            rows._pos[i] = dict(zip(cols.tolist(), range(n)))
-        return rows
-
-    @property
-    def nbytes(self) -> int:
-        return sum(k.nbytes + self._vals[i].nbytes for i, k in self._keys.items()) + \
-            sum(len(p) for p in self._pos.values()) * 100  # dict entries, roughly
-
-    def add(self, i: int, j: int, by: float = 1.0) -> None:
-        pos = self._pos.get(i)
-        if pos is None:
-            pos = self._pos[i] = {}
-            self._keys[i] = np.empty(4, np.int64)
-            self._vals[i] = np.empty(4, np.float32)
-            self._len[i] = 0
-        k = pos.get(j)
-        if k is not None:
-            self._vals[i][k] += by
-            return
-        n = self._len[i]
-        if n == len(self._keys[i]):
-            self._keys[i] = np.concatenate([self._keys[i], np.empty(n, np.int64)])
-            self._vals[i] = np.concatenate([self._vals[i], np.empty(n, np.float32)])
-        self._keys[i][n], self._vals[i][n] = j, by
-        pos[j] = n
-        self._len[i] = n + 1
-
-    def get(self, i: int, j: int) -> float:
-        k = self._pos.get(i, {}).get(j)
-        return 0.0 if k is None else float(self._vals[i][k])
-
-    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        n = self._len.get(i, 0)
-        if n == 0:
-            return np.empty(0, np.int64), np.empty(0, np.float32)
-        return self._keys[i][:n], self._vals[i][:n]
 
 
 def standardise(scores: np.ndarray, valid: int) -> np.ndarray:

@@ -22,7 +22,8 @@ from stream_app.explore import EXPLORE, Entry, Pick, explore_picks, picks_of
 from stream_app.guard import Guard, GuardConfig
 from stream_app.model import ModelParams, PaddedLightFM, padded_capacity
 from stream_app.registry import IdRegistry
-from stream_app.topn import top_n_flat
+from stream_app.topn import Cells, top_n_flat
+from stream_app.useritems import UserItems
 from streamrec.schema import FALLBACK_KEY, Interaction
 from streamrec.settings import Settings
 
@@ -67,8 +68,7 @@ class Engine:
         self.created = created or model_stamp()
         self.batch_seq = 0
         self.n_applied = 0
-        self.seen: dict[int, set[int]] = {}
-        self.trained_users: set[int] = set()
+        self.seen = UserItems()  # every item a user row interacted with (incl. dislikes)
         self.dedup: OrderedDict[str, None] = OrderedDict()
         self.recent_positives: deque[int] = deque(maxlen=settings.popular_window)
         self.popularity = Counter()
@@ -78,7 +78,8 @@ class Engine:
                                       pair_window=settings.cooc_pair_window,
                                       capacity=self.model.item_capacity,
                                       growth=settings.growth_factor,
-                                      dense_max=settings.cooc_dense_items)
+                                      dense_max=settings.cooc_dense_items,
+                                      max_neighbours=settings.cooc_max_neighbours)
         self.dirty_users: set[int] = set()
         self.new_event_ids: list[str] = []
         self.evicted_event_ids: list[str] = []
@@ -182,17 +183,10 @@ class Engine:
         return outcome
 
     def _record_history(self, u: np.ndarray, i: np.ndarray, values: np.ndarray) -> None:
-        seen = self.seen
-        for ur, ir in zip(u.tolist(), i.tolist()):
-            s = seen.get(ur)
-            if s is None:
-                seen[ur] = {ir}
-            else:
-                s.add(ir)
+        self.seen.add(u, i)
         self.dirty_users.update(u.tolist())
         pos = values > 0
         if pos.any():
-            self.trained_users.update(u[pos].tolist())
             self.cooc.add(u[pos], i[pos])
             for ir in i[pos].tolist():
                 if len(self.recent_positives) == self.recent_positives.maxlen:
@@ -200,6 +194,14 @@ class Engine:
                     self.popularity[old] -= 1
                 self.recent_positives.append(ir)
                 self.popularity[ir] += 1
+
+    def is_trained(self, user_rows: np.ndarray) -> np.ndarray:
+        """Which user rows have a positive (their lists are the model's, else "fallback").
+
+        The co-occurrence index records every positive of every row, so its positives store
+        is the trained set; nothing extra is kept or checkpointed.
+        """
+        return self.cooc.history.has(user_rows)
 
     def fit_all(self, epochs: int, users: np.ndarray, items: np.ndarray, values: np.ndarray,
                 on_epoch=None) -> None:
@@ -236,7 +238,7 @@ class Engine:
         return np.concatenate([counts, np.zeros(valid - len(counts), counts.dtype)])
 
     def pick_lists(self, user_rows: np.ndarray, scores: np.ndarray, n: int,
-                   exclude: Sequence[Collection[int]] | None = None,
+                   exclude: Sequence[Collection[int]] | Cells | None = None,
                    decimals: int | None = None) -> list[Pick]:
         """Best-first lists of ``n`` for a batch of user rows: per user (item rows, scores,
         positions of exploration slots), built for the whole batch from flat arrays.
@@ -250,7 +252,7 @@ class Engine:
         """
         valid = len(self.items)
         if exclude is None:
-            exclude = [self.seen.get(int(r), ()) for r in user_rows]
+            exclude = Cells(*self.seen.cells(user_rows))
         s = self.settings
         sd = row_moments(scores[:, :valid])[1] if s.explore_share > 0 else None
         picked = top_n_flat(scores, n, valid, exclude)
@@ -261,7 +263,8 @@ class Engine:
                              s.random_seed, self.batch_seq, decimals=decimals)
 
     def pick_rows(self, user_rows: np.ndarray, scores: np.ndarray, n: int,
-                  exclude: Sequence[Collection[int]] | None = None) -> list[list[Entry]]:
+                  exclude: Sequence[Collection[int]] | Cells | None = None
+                  ) -> list[list[Entry]]:
         """:meth:`pick_lists` as (item row, score, reason) entries; reason is
         ``"explore"`` for an exploration slot, else None."""
         return [_entries(rows, sc, explored)
@@ -282,7 +285,7 @@ class Engine:
         if row is None:
             return self.fallback(n), "fallback"
         lst = self.recommend_rows(np.array([row]), n)[0]
-        return lst, ("model" if row in self.trained_users else "fallback")
+        return lst, ("model" if self.is_trained(np.array([row]))[0] else "fallback")
 
     def fallback(self, n: int) -> list[ListEntry]:
         """Most frequent items among the last ``popular_window`` positives (no exploration:
@@ -312,15 +315,16 @@ class Engine:
             return []
         now = time.time()
         picks = self.pick_lists(rows, self.score_rows(rows), n, decimals=5)
-        trained, version, ids = self.trained_users, self.model_version, self.items.id_list
+        version, ids = self.model_version, self.items.id_list
         out = []
-        for uid, r, (items, sc, explored) in zip(self.users.ids_of(rows), rows.tolist(), picks):
+        for uid, trained, (items, sc, explored) in zip(self.users.ids_of(rows),
+                                                       self.is_trained(rows).tolist(), picks):
             entries = [{"item_id": ids[i], "score": v} for i, v in zip(items, sc)]
             for pos in explored:
                 entries[pos]["reason"] = EXPLORE
             out.append((uid, orjson.dumps({
                 "user_id": uid, "items": entries, "model_version": version,
-                "updated_at": now, "source": "model" if r in trained else "fallback"})))
+                "updated_at": now, "source": "model" if trained else "fallback"})))
         return out
 
     def fallback_record(self, n: int) -> bytes:

@@ -467,10 +467,10 @@ class EngineModel:
     def recommend(self, user: int, n: int, exclude: set[int]) -> np.ndarray:
         e = self.engine
         row = e.users.get(self.stream.user_ids[user])
-        if row is None or (self.untrained_fallback and row not in e.trained_users):
+        if row is None or (self.untrained_fallback and not e.is_trained(np.array([row]))[0]):
             return self.fallback(n, exclude)
         scores = self.score_row(row)[None, :].astype(np.float64)
-        ex = e.seen.get(row, set()) | self.item_rows(exclude)
+        ex = set(e.seen[row].tolist()) | self.item_rows(exclude)
         entries = e.pick_rows(np.array([row]), scores, n, [ex])[0]
         return self.item_codes()[np.fromiter((r for r, _, _ in entries), np.int64,
                                              len(entries))]

@@ -147,12 +147,8 @@ def engine_auc(engine: Engine, user_rows: np.ndarray, item_rows: np.ndarray) -> 
     local[users] = np.arange(len(users))
     shape = (len(users), n_items)
     pos = _dense(local[user_rows], item_rows, shape)
-    seen_r, seen_c = [], []
-    for k, u in enumerate(users.tolist()):
-        items = engine.seen.get(u, ())
-        seen_r.extend([k] * len(items))
-        seen_c.extend(items)
-    exclude = _dense(np.asarray(seen_r, np.int64), np.asarray(seen_c, np.int64), shape)
+    seen_r, seen_c = engine.seen.cells(users)
+    exclude = _dense(seen_r, seen_c, shape)
     scores = engine.model.scores(users)[:, :n_items]
     return mean_user_auc(scores, pos, exclude)
 

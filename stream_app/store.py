@@ -130,7 +130,7 @@ class WorkerStore:
         if full:
             engine.users.reset_persisted()
             engine.items.reset_persisted()
-            engine.dirty_users = set(engine.seen)
+            engine.dirty_users = set(engine.seen.nonempty_rows().tolist())
             engine.new_event_ids = list(engine.dedup)
             engine.evicted_event_ids = []
         seq = self.wal_seq
@@ -146,14 +146,13 @@ class WorkerStore:
         for prefix, reg in ((b"reg:u:", engine.users), (b"reg:i:", engine.items)):
             for row, ident in reg.unpersisted():
                 wb.put(_row_key(prefix, row), ident.encode())
-        trained = engine.trained_users
+        positives = engine.cooc.history
         for row in engine.dirty_users:
-            flag = b"T" if row in trained else b"F"
-            items = np.fromiter(engine.seen.get(row, ()), dtype=np.int32)
-            wb.put(_row_key(b"seen:", row), flag + items.tobytes())
-            hist = engine.cooc.positives(row)
-            if hist:
-                wb.put(_row_key(b"hist:", row), np.asarray(hist, dtype=np.int32).tobytes())
+            hist = positives[row]
+            flag = b"T" if len(hist) else b"F"   # trained = has a positive (Engine.is_trained)
+            wb.put(_row_key(b"seen:", row), flag + engine.seen[row].tobytes())
+            if len(hist):
+                wb.put(_row_key(b"hist:", row), hist.tobytes())
         for eid in engine.new_event_ids:
             wb.put(b"dedup:" + eid.encode(), b"")
         for eid in engine.evicted_event_ids:
@@ -207,12 +206,12 @@ class WorkerStore:
         engine = Engine(settings, model=model, users=users, items=items, created=cp["created"])
         engine.batch_seq = cp["batch_seq"]
         engine.n_applied = cp.get("n_applied", 0)
-        for k, v in self._scan(b"seen:"):
-            row = int(k[5:])
-            engine.seen[row] = set(np.frombuffer(v[1:], dtype=np.int32).tolist())
-            if v[:1] == b"T":
-                engine.trained_users.add(row)
-        engine.cooc.load_histories({int(k[5:]): np.frombuffer(v, dtype=np.int32).tolist()
+        rows, seen = [], []
+        for k, v in self._scan(b"seen:"):   # the T/F flag is redundant with hist: (trained)
+            rows.append(int(k[5:]))
+            seen.append(np.frombuffer(v, dtype=np.int32, offset=1))
+        engine.seen.load(rows, seen)
+        engine.cooc.load_histories({int(k[5:]): np.frombuffer(v, dtype=np.int32)
                                     for k, v in self._scan(b"hist:")})
         engine.dedup = OrderedDict((k[6:].decode(), None) for k, _ in self._scan(b"dedup:"))
         pop = np.frombuffer(self.db.get(_POPULAR) or b"", dtype=np.int32).tolist()

@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+
+
+class Cells(NamedTuple):
+    """(score row, item column) pairs, e.g. every item a batch of users interacted with
+    (:meth:`stream_app.useritems.UserItems.cells`): masked in one assignment."""
+
+    rows: np.ndarray
+    cols: np.ndarray
 
 
 @dataclass
@@ -44,27 +53,32 @@ class TopN:
 
 
 def top_n(scores: np.ndarray, n: int, n_valid_items: int,
-          exclude: Sequence[np.ndarray | list[int] | set[int]]
+          exclude: Cells | Sequence[np.ndarray | list[int] | set[int]]
           ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Best ``n`` item rows per score row, best first, as (rows, scores) pairs.
 
     ``scores`` is (users x capacity); columns from ``n_valid_items`` on are unassigned dummy
-    slots and are never returned; ``exclude[i]`` holds item rows user ``i`` already
-    interacted with or disliked. Modifies ``scores`` in place.
+    slots and are never returned. ``exclude``: item rows each user already interacted with
+    or disliked, as :class:`Cells` (the engine's vectorised path) or one collection per
+    score row (``exclude[i]`` for row ``i``). Modifies ``scores`` in place.
     """
     return top_n_flat(scores, n, n_valid_items, exclude).pairs()
 
 
 def top_n_flat(scores: np.ndarray, n: int, n_valid_items: int,
-               exclude: Sequence[np.ndarray | list[int] | set[int]]) -> TopN:
+               exclude: Cells | Sequence[np.ndarray | list[int] | set[int]]) -> TopN:
     """:func:`top_n` as one :class:`TopN` of flat arrays."""
     n_users, n_cols = scores.shape
     if n_cols > n_valid_items:
         scores[:, n_valid_items:] = -np.inf
-    lens = [len(e) for e in exclude]
-    if sum(lens):
+    if isinstance(exclude, Cells):
+        rows, cols = exclude
+    else:
+        lens = [len(e) for e in exclude]
         rows = np.repeat(np.arange(len(exclude)), lens)
-        cols = np.concatenate([np.fromiter(e, dtype=np.int64, count=len(e)) for e in exclude])
+        cols = np.concatenate([np.fromiter(e, dtype=np.int64, count=len(e)) for e in exclude]) \
+            if sum(lens) else np.empty(0, np.int64)
+    if len(rows):
         scores[rows, cols] = -np.inf
     k = min(n, n_valid_items)
     if k <= 0 or n_users == 0:

@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         16_384, ge=1, description="co-occurrence counts stay a dense matrix up to this many "
         "item rows (1 GB at the default), sparse rows beyond (a dense 100 k catalogue would "
         "need 40+ GB; bench/scale.py)")
+    cooc_max_neighbours: int = Field(
+        200, ge=0, description="beyond cooc_dense_items, the co-occurrence counts each item "
+        "keeps after a merge (its strongest co-liked items; 0: unbounded). Memory is "
+        "O(items x this): 8 B per count plus pending deltas up to half as many, <= 345 MiB "
+        "for 100 k items (150 k rows with growth). Measured at 100 k items, 2 M positives: "
+        "53 MiB (6.6 M counts) against 100 MiB unbounded (13 M, growing faster than the "
+        "positives: 1.6 / 4.7 / 8.6 / 13 M at 0.5 / 1 / 1.5 / 2 M); bench/state_scale.py")
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(EVENT_WEIGHTS_DEFAULT))
 
     # --- exploration (stream_app/explore.py; trade-off curve in docs/evaluation.md) ------

@@ -71,7 +71,8 @@ def test_checkpoint_plus_wal_restores_exactly(tmp_path):
         process_records(e2, recs, s)
     assert e2.n_applied == e.n_applied == 50
     assert e2.offsets == e.offsets == {f"{s.topic_interactions}:0": 50}
-    assert e2.seen == e.seen
+    assert [e2.seen[r].tolist() for r in range(8)] == [e.seen[r].tolist() for r in range(8)]
+    assert e2.is_trained(np.arange(8)).tolist() == e.is_trained(np.arange(8)).tolist()
     rows = np.arange(7)
     assert [[i for i, *_ in lst] for lst in e2.recommend_rows(rows, 5)] == \
         [[i for i, *_ in lst] for lst in e.recommend_rows(rows, 5)]  # incl. co-occurrence
@@ -91,3 +92,28 @@ def test_invalid_records_are_returned_not_raised():
     res = process_records(e, recs, S)
     assert res.outcome.applied == 1 and len(res.invalid) == 1 and res.metadata == 1
     assert "JSON" in res.invalid[0][2]
+
+
+def test_full_checkpoint_restores_user_stores_and_sparse_cooccurrence_exactly(tmp_path):
+    s = S.model_copy(update={"state_dir": tmp_path, "cooc_dense_items": 8})   # sparse counts
+    rng = np.random.default_rng(3)
+    evs = [{"user_id": f"u{int(u)}", "item_id": f"i{int(i)}",
+            **({"event_type": "dislike"} if k % 9 == 0 else {})}
+           for k, (u, i) in enumerate(zip(rng.integers(0, 30, 400), rng.integers(0, 60, 400)))]
+    evs.append({"user_id": "only-dislikes", "item_id": "i1", "event_type": "dislike"})
+    e = Engine(s)
+    store = WorkerStore(tmp_path)
+    process_records(e, _records(s.topic_interactions, 0, evs), s)
+    assert e.cooc.sparse
+    store.checkpoint(e, full=True)
+    store.close()
+    e2, _ = WorkerStore(tmp_path).load(s)
+    rows = np.arange(len(e.users))
+    assert [e2.seen[r].tolist() for r in rows] == [e.seen[r].tolist() for r in rows]
+    assert [e2.cooc.positives(r) for r in rows] == [e.cooc.positives(r) for r in rows]
+    trained = e.is_trained(rows)
+    assert not trained[e.users.get("only-dislikes")] and trained.sum() == len(rows) - 1
+    assert e2.is_trained(rows).tolist() == trained.tolist()
+    np.testing.assert_allclose(e2.cooc.scores(rows, 70), e.cooc.scores(rows, 70), rtol=1e-6)
+    assert [[i for i, *_ in lst] for lst in e2.recommend_rows(rows, 5)] == \
+        [[i for i, *_ in lst] for lst in e.recommend_rows(rows, 5)]
