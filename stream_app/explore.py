@@ -230,20 +230,37 @@ def explore_picks(user_rows: np.ndarray, scores: np.ndarray, sd: np.ndarray, pic
         return plain
     drawn = draw_exploration(scores, sd, picked, interactions, n, temperature, wants,
                              ctl[:, 1 + n:])
-    for b, got in enumerate(drawn):
-        if not got:
-            continue
+    users = [b for b, got in enumerate(drawn) if got]
+    if not users:
+        return plain
+    counts = [len(drawn[b]) for b in users]
+    flat_rows = [r for b in users for r in drawn[b]]
+    extra = scores[np.repeat(users, counts), flat_rows].astype(np.float64)
+    extra = (np.round(extra, decimals) if decimals is not None else extra).tolist()
+    lengths = np.minimum(n, picked.counts[users].clip(max=n) + counts)
+    single = first_slots(lengths, share, protect_top, ctl[users, 1])
+    at = 0
+    for b, k, length, pos1 in zip(users, counts, lengths.tolist(), single.tolist()):
         rows, sc, _ = plain[b]
-        length = min(n, len(rows) + len(got))
-        extra = scores[b, got].astype(np.float64)
-        extra = (np.round(extra, decimals) if decimals is not None else extra).tolist()
-        positions = slot_positions(length, len(got), share, protect_top, ctl[b, 1:1 + n])
-        for pos, r, v in zip(positions, got, extra):   # ascending: earlier ones sit before
+        positions = [pos1] if k == 1 else \
+            slot_positions(length, k, share, protect_top, ctl[b, 1:1 + n])
+        for pos, r, v in zip(positions, drawn[b], extra[at:at + k]):  # ascending positions
             rows.insert(pos, r)
             sc.insert(pos, v)
+        at += k
         del rows[n:], sc[n:]
         plain[b] = (rows, sc, [p for p in positions if p < n])
     return plain
+
+
+def first_slots(lengths: np.ndarray, share: float, protect_top: int,
+                u: np.ndarray) -> np.ndarray:
+    """:func:`slot_positions` of a single exploration entry (the usual case), for many
+    lists at once: ``slot_positions(lengths[b], 1, share, protect_top, [u[b]])[0]``."""
+    block = 1.0 / share if share > 0 else lengths.astype(np.float64)
+    lo = np.minimum(protect_top, lengths - 1)
+    hi = np.minimum(np.maximum(lo + 1, np.floor(block).astype(np.int64)), lengths)
+    return lo + np.minimum(hi - lo - 1, (u * (hi - lo)).astype(np.int64))
 
 
 def picks_of(picked: TopN, n: int, decimals: int | None = None) -> list[Pick]:
@@ -299,6 +316,11 @@ def draw_exploration(scores: np.ndarray, sd: np.ndarray, picked: TopN,
         inside = np.cumsum(blocks[need, blk].astype(np.float64), axis=1) + base[:, None]
         col = blk * _BLOCK + np.minimum((inside <= target[:, None]).sum(axis=1), _BLOCK - 1)
         ok = (col < n_items) & (w[need, np.minimum(col, w.shape[1] - 1)] > 0)
+        if t == 0:   # nothing drawn yet, so no repeats: accept in bulk (k = 1 is usual)
+            for b, r in zip(need[ok].tolist(), col[ok].tolist()):
+                out[b].append(r)
+            need = need[~ok | (wants[need] > 1)]
+            continue
         still = []
         for b, r, good in zip(need.tolist(), col.tolist(), ok.tolist()):
             got = out[b]

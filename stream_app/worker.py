@@ -50,6 +50,7 @@ class Worker:
         self._dirty = False
         self._refresh_queue: list[int] = []
         self._pending: dict[int, float] = {}     # user row -> when its list fell behind
+        self._in_flight: dict[bytes, int] = {}   # list key -> lists produced, not yet acked
         self._fallback_dirty = False
         self._last_fallback = 0.0
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
@@ -319,15 +320,48 @@ class Worker:
             metrics.PRODUCE_ERRORS.labels(msg.topic()).inc()
             log.error("delivery to %s failed: %s", msg.topic(), err)
 
+    def _on_list_delivery(self, err, msg) -> None:
+        """A list reached the topic, or failed: then its user is pending again."""
+        key = msg.key()
+        left = self._in_flight.pop(key, 1) - 1
+        if left > 0:
+            self._in_flight[key] = left
+        if err is None:
+            return
+        self._on_delivery(err, msg)
+        if key == FALLBACK_KEY.encode():
+            self._fallback_dirty = True
+            return
+        row = self.engine.users.get(key.decode("utf-8", "replace"))
+        if row is not None:
+            self._mark((row,))
+
+    def _unconfirmed(self) -> set[int]:
+        """User rows whose lists may not have reached the topic yet: pending ones, and
+        those produced but not yet acknowledged (stored with a checkpoint, republished
+        after a restart; so a checkpoint never waits for the broker)."""
+        self.producer.poll(0)
+        users = self.engine.users
+        rows = set(self._pending)
+        for key in list(self._in_flight):
+            row = users.get(key.decode("utf-8", "replace"))
+            if row is not None:
+                rows.add(row)
+        return rows
+
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: list | None = None) -> None:
+        is_list = topic == self.settings.topic_recommendations
         while True:
             try:
                 self.producer.produce(topic, key=key, value=value, headers=headers,
-                                      on_delivery=self._on_delivery)
-                return
+                                      on_delivery=self._on_list_delivery if is_list
+                                      else self._on_delivery)
+                break
             except BufferError:  # local queue full: let deliveries drain, then retry
                 self.producer.poll(0.05)
+        if is_list:
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
 
     def _publish_invalid(self, res: BatchResult) -> None:
         for key, value, reason in res.invalid:
@@ -381,19 +415,20 @@ class Worker:
 
     # ----------------------------------------------------------------- state
     def checkpoint(self, full: bool = False) -> None:
-        """Flush published lists, then snapshot and write the state now (lists are never
-        behind it: those still pending are stored with it and republished on restart)."""
+        """Snapshot and write the state now. Lists are never behind it: those pending or
+        not yet acknowledged are stored with it and republished after a restart."""
         self._finish_write(wait=True)
         self.producer.flush(30)
         self.store.checkpoint(self.engine, full=full or self._force_full,
-                              pending=self._pending)
+                              pending=self._unconfirmed())
         self._force_full = False
         self._checkpointed(dict(self.engine.offsets))
 
     def maybe_checkpoint(self) -> None:
         """Every ``checkpoint_interval_s``: capture a snapshot between micro-batches (a copy
-        of the model arrays) and let the background writer store it; the event loop does
-        not wait for the files and their fsync (30-100 ms, the old p99 of freshness)."""
+        of the model arrays) and let the background writer store it. The event loop waits
+        neither for the files and their fsync (30-100 ms, up to seconds when the disk is
+        busy: the old p99 of freshness) nor for the broker to acknowledge lists."""
         if self._writing is not None:
             if not self._writing.done():
                 return
@@ -401,8 +436,8 @@ class Worker:
         if not self._dirty or time.monotonic() - self._last_checkpoint < \
                 self.settings.checkpoint_interval_s:
             return
-        self.producer.flush(30)
-        snap = self.store.snapshot(self.engine, full=self._force_full, pending=self._pending)
+        snap = self.store.snapshot(self.engine, full=self._force_full,
+                                   pending=self._unconfirmed())
         self._force_full = False
         self._dirty = False
         self._last_checkpoint = time.monotonic()

@@ -209,3 +209,15 @@ def test_exploration_curve_reports_price_and_gain_per_share(tmp_path):
     assert json.loads((tmp_path / "exploration.json").read_text())["points"][0]["hit@10"] == \
         rows[0]["hit@10"]
     assert (tmp_path / "exploration.png").stat().st_size > 0
+
+
+def test_first_slots_equal_slot_positions_of_one_entry():
+    from stream_app.explore import first_slots
+    rng = np.random.default_rng(3)
+    for share in (0.05, 0.1, 0.3, 1.0):
+        for protect in (0, 1, 3, 12):
+            lengths = rng.integers(1, 30, 200)
+            u = rng.random(200)
+            want = [slot_positions(int(n), 1, share, protect, [float(x)])[0]
+                    for n, x in zip(lengths, u)]
+            assert first_slots(lengths, share, protect, u).tolist() == want
