@@ -53,6 +53,26 @@ class IndexStateError(StreamrecError):
     """The index was used before :meth:`IVFIndex.build`, or with vectors of another shape."""
 
 
+def score_candidates(user_emb: np.ndarray, cand: np.ndarray, item_emb: np.ndarray,
+                     item_bias: np.ndarray | None) -> np.ndarray:
+    """Current scores of each user's candidate item rows (-inf for padding, -1), a chunk
+    of users at a time so the gathered vectors stay in cache."""
+    n_users, width = cand.shape
+    out = np.empty((n_users, width), np.float32)
+    step = max(1, _GATHER_FLOATS // max(1, width * item_emb.shape[1]))
+    q = np.ascontiguousarray(user_emb, dtype=np.float32)
+    for s in range(0, n_users, step):
+        c = cand[s:s + step]
+        safe = np.where(c >= 0, c, 0)
+        # np.take copies whole rows; item_emb[safe] goes element by element (4x slower)
+        block = np.matmul(np.take(item_emb, safe, axis=0), q[s:s + step, :, None])[..., 0]
+        if item_bias is not None:
+            block += np.take(item_bias, safe)
+        block[c < 0] = -np.inf
+        out[s:s + step] = block
+    return out
+
+
 def default_lists(n_items: int) -> int:
     """``4 sqrt(N)`` lists (faiss' rule of thumb), at least 1 and at most ``N``."""
     return int(min(max(n_items, 1), max(1, round(4.0 * np.sqrt(max(n_items, 1))))))
@@ -396,30 +416,11 @@ class IVFIndex:
         if n_users == 0:
             return []
         cand, pu, pl, ps, n_tail = self._candidates(user_emb, n_candidates, n_valid_items)
-        scores = self._score(user_emb, cand, item_emb, item_bias)
+        scores = score_candidates(user_emb, cand, item_emb, item_bias)
         if exclude is not None:
             self._mask(scores, exclude, pu, pl, ps, n_tail, n_valid_items)
         picked = top_n(scores, n, scores.shape[1], [()] * n_users)
         return [(cand[u, pos], sc) for u, (pos, sc) in enumerate(picked)]
-
-    def _score(self, user_emb: np.ndarray, cand: np.ndarray, item_emb: np.ndarray,
-               item_bias: np.ndarray | None) -> np.ndarray:
-        """Current scores of each user's candidates (-inf for padding), a chunk of users at
-        a time so the gathered vectors stay in cache."""
-        n_users, width = cand.shape
-        out = np.empty((n_users, width), np.float32)
-        step = max(1, _GATHER_FLOATS // max(1, width * item_emb.shape[1]))
-        q = np.ascontiguousarray(user_emb, dtype=np.float32)
-        for s in range(0, n_users, step):
-            c = cand[s:s + step]
-            safe = np.where(c >= 0, c, 0)
-            # np.take copies whole rows; item_emb[safe] goes element by element (4x slower)
-            block = np.matmul(np.take(item_emb, safe, axis=0), q[s:s + step, :, None])[..., 0]
-            if item_bias is not None:
-                block += np.take(item_bias, safe)
-            block[c < 0] = -np.inf
-            out[s:s + step] = block
-        return out
 
     def _mask(self, scores: np.ndarray, exclude: Sequence[Collection[int]], pu: np.ndarray,
               pl: np.ndarray, ps: np.ndarray, n_tail: int, n_valid: int) -> None:

@@ -167,7 +167,14 @@ class CooccurrenceIndex:
         """Every positive of the user, oldest first."""
         return self.history[int(user)].tolist()
 
-    def scores(self, users: Sequence[int] | np.ndarray, n_items: int | None = None) -> np.ndarray:
+    def scores_sparse(self, users: Sequence[int] | np.ndarray, n_items: int) -> sp.csr_matrix:
+        """:meth:`scores` as a CSR matrix with sorted indices (only the items the scores
+        reach take memory: the candidate path of large catalogues)."""
+        out = self.scores(users, n_items, sparse=True)
+        return out if sp.issparse(out) else sp.csr_matrix(out)
+
+    def scores(self, users: Sequence[int] | np.ndarray, n_items: int | None = None,
+               sparse: bool = False) -> np.ndarray | sp.csr_matrix:
         """(len(users) x n_items) asymmetric-cosine scores; zeros for users without positives.
 
         One sparse product: (users x items) weights ``n_j ** -alpha`` on each user's last
@@ -177,7 +184,8 @@ class CooccurrenceIndex:
         n = self.capacity if n_items is None else n_items
         owner, src = self.history.last(users, self.recent)
         if not len(owner):
-            return np.zeros((len(users), n), np.float32)
+            return sp.csr_matrix((len(users), n), dtype=np.float32) if sparse else \
+                np.zeros((len(users), n), np.float32)
         cap = self.capacity
         m = min(n, cap)
         inv_cand = np.zeros(cap, np.float32)          # 0 beyond n: those columns are cut
@@ -195,6 +203,10 @@ class CooccurrenceIndex:
             return out
         prod = self._rows.times(owner, src, w, len(users))
         prod.data *= inv_cand[prod.indices]
+        if sparse:
+            prod = prod[:, :m] if m < cap else prod
+            prod.sort_indices()
+            return prod
         if n == cap:
             return prod.toarray()      # into fresh calloc'ed zeros: no extra pass
         out = np.zeros((len(users), n), np.float32)

@@ -16,9 +16,11 @@ from datetime import datetime, timezone
 import numpy as np
 import orjson
 
+from stream_app.ann import IVFIndex
 from stream_app.blend import blend_into, row_moments
+from stream_app.candidates import ItemMoments, mask_seen, padded, score_union, union_rows
 from stream_app.cooccurrence import CooccurrenceIndex
-from stream_app.explore import EXPLORE, Entry, Pick, explore_picks, picks_of
+from stream_app.explore import EXPLORE, Entry, Pick, counter_uniform, explore_picks, picks_of
 from stream_app.guard import Guard, GuardConfig
 from stream_app.model import ModelParams, PaddedLightFM, padded_capacity
 from stream_app.registry import IdRegistry
@@ -81,6 +83,10 @@ class Engine:
                                       dense_max=settings.cooc_dense_items,
                                       max_neighbours=settings.cooc_max_neighbours)
         self.dirty_users: set[int] = set()
+        self.ann: IVFIndex | None = None          # large catalogues: stream_app/candidates.py
+        self._ann_touched: list[np.ndarray] = []
+        self._ann_checked = 0.0
+        self._item_moments: tuple[object, ItemMoments] | None = None
         self.new_event_ids: list[str] = []
         self.evicted_event_ids: list[str] = []
         self.offsets: dict[str, int] = {}
@@ -179,6 +185,8 @@ class Engine:
         if train:
             self.model.fit_partial(u, i, values, epochs=self.settings.epochs_per_batch,
                                    num_threads=self.settings.num_threads)
+        if self.ann is not None:
+            self._ann_touched.append(i)
         self.batch_seq += 1
         return outcome
 
@@ -277,7 +285,78 @@ class Engine:
             return []
         ids = self.items.id_list
         return [_entries([ids[r] for r in rows], sc, explored) for rows, sc, explored in
-                self.pick_lists(user_rows, self.score_rows(user_rows), n, decimals=5)]
+                self.lists(user_rows, n, decimals=5)]
+
+    def lists(self, user_rows: np.ndarray, n: int, decimals: int | None = None) -> list[Pick]:
+        """The published lists of a batch of users: every item scored while the catalogue
+        is small, candidates only from ``ann_min_items`` items on (same blend, seen items,
+        exploration; :mod:`stream_app.candidates`)."""
+        user_rows = np.asarray(user_rows, np.int64)
+        threshold = self.settings.ann_min_items
+        if threshold and len(self.items) >= threshold:
+            return self.candidate_lists(user_rows, n, decimals)
+        return self.pick_lists(user_rows, self.score_rows(user_rows), n, decimals=decimals)
+
+    def candidate_lists(self, user_rows: np.ndarray, n: int, decimals: int | None = None
+                        ) -> list[Pick]:
+        """:meth:`lists` through candidates: the IVF index's probe of the model's ranking,
+        the co-occurrence neighbours and, for exploration, ``explore_sample`` uniform items;
+        blended with the whole catalogue's exact moments."""
+        s, m, valid = self.settings, self.model, len(self.items)
+        i_bias, i_emb = m.item_representations()
+        _, u_emb = m.user_representations(user_rows)
+        parts = [self._ann_index(i_emb, i_bias).candidates(u_emb, s.ann_candidates or None,
+                                                            valid)]
+        cooc = None
+        if s.cooc_weight > 0:
+            cooc = self.cooc.scores_sparse(user_rows, valid)
+            parts.append(padded(cooc))
+        if s.explore_share > 0 and s.explore_sample:
+            u = counter_uniform(s.random_seed, self.batch_seq, user_rows, s.explore_sample,
+                                stream=2)
+            parts.append(np.minimum((u * valid).astype(np.int64), valid - 1))
+        items = union_rows(parts)
+        scores, sd = score_union(u_emb, items, i_emb, i_bias, self._moments(i_emb, i_bias),
+                                 cooc, s.cooc_weight, valid)
+        mask_seen(scores, items, *self.seen.cells(user_rows), valid)
+        picked = top_n_flat(scores, n, scores.shape[1], [])
+        if s.explore_share > 0:
+            positives = self.item_positives()[np.maximum(items, 0)]
+            picks = explore_picks(user_rows, scores, sd, picked, positives, n,
+                                  s.explore_share, s.explore_temperature,
+                                  s.explore_protect_top, s.random_seed, self.batch_seq,
+                                  decimals=decimals)
+        else:
+            picks = picks_of(picked, n, decimals)
+        return [(items[b, cols].tolist(), sc, explored)
+                for b, (cols, sc, explored) in enumerate(picks)]
+
+    def _ann_index(self, i_emb: np.ndarray, i_bias: np.ndarray) -> IVFIndex:
+        """The IVF index, built on first use, rebuilt by its policy (age, growth, checked
+        drift at most once a minute: ~1 s at 100 k items), else updated with the items of
+        the batches since the last call."""
+        valid, now = len(self.items), time.monotonic()
+        index = self.ann
+        check = now - self._ann_checked >= 60
+        if index is None or index.needs_rebuild(i_emb if check else None,
+                                                i_bias if check else None):
+            index = self.ann = IVFIndex(seed=self.settings.random_seed).build(i_emb, i_bias,
+                                                                               valid)
+            self._ann_touched, self._ann_checked = [], now
+        elif self._ann_touched:
+            index.update(np.concatenate(self._ann_touched), i_emb, i_bias)
+            self._ann_touched = []
+        if check:
+            self._ann_checked = now
+        return index
+
+    def _moments(self, i_emb: np.ndarray, i_bias: np.ndarray) -> ItemMoments:
+        """The items' moments, computed once per model update (the reps object changes)."""
+        cached = self._item_moments
+        if cached is None or cached[0] is not i_emb:
+            cached = self._item_moments = (i_emb, ItemMoments.of(i_emb, i_bias,
+                                                                 len(self.items)))
+        return cached[1]
 
     def recommend(self, user_id: str, n: int) -> tuple[list[ListEntry], str]:
         """A user's list and its source; an unknown user gets the popular fallback."""
@@ -314,7 +393,7 @@ class Engine:
         if len(rows) == 0:
             return []
         now = time.time()
-        picks = self.pick_lists(rows, self.score_rows(rows), n, decimals=5)
+        picks = self.lists(rows, n, decimals=5)
         version, ids = self.model_version, self.items.id_list
         out = []
         for uid, trained, (items, sc, explored) in zip(self.users.ids_of(rows),

@@ -211,7 +211,8 @@ def explore_picks(user_rows: np.ndarray, scores: np.ndarray, sd: np.ndarray, pic
     what must never be shown with ``-inf`` (seen, disliked); ``sd``: the per-row standard
     deviation (:func:`~stream_app.blend.row_moments`) of the scores before masking;
     ``picked``: top_n_flat's best-first lists; ``interactions``: positives per assigned
-    item row; ``decimals``: round every score (as published) if given.
+    item row, or per cell (users x columns) when each user's columns are other items (the
+    candidate path); ``decimals``: round every score (as published) if given.
 
     The draw is the same Plackett-Luce sampling without replacement as
     :func:`mix_exploration`'s Gumbel-top-k, by inverse CDF (:func:`draw_exploration`)
@@ -287,14 +288,15 @@ def draw_exploration(scores: np.ndarray, sd: np.ndarray, picked: TopN,
     element, the most expensive step of a list before). The j-th uniform of a user is
     used for its j-th try; a repeat or a zero-weight hit tries the next one.
     """
-    n_users, n_items = len(picked), len(interactions)
+    n_users, n_items = len(picked), interactions.shape[-1]
     nb = -(-n_items // _BLOCK)
     w = np.zeros((n_users, nb * _BLOCK), np.float32)
     body = w[:, :n_items]
     scale = (1.0 / (temperature * sd)).astype(np.float32)
     np.subtract(scores[:, :n_items], picked.best().astype(np.float32)[:, None], out=body)
     body *= scale
-    body += (-0.5 * np.log1p(interactions.astype(np.float64))).astype(np.float32)
+    body += (-0.5 * np.log1p(interactions.astype(np.float64))).astype(np.float32)  # per
+    # column (n_items,), or per cell (users x n_items) when columns differ by user
     np.exp(body, out=body)
     shown = np.minimum(picked.counts, n)
     if shown.sum():
