@@ -50,15 +50,15 @@ class ItemMoments:
         return mu, np.maximum(var, 0.0)
 
 
-def union_rows(parts: list[np.ndarray]) -> np.ndarray:
-    """Concatenate (users x width) item-row blocks (-1 padded) and drop repeats per row:
-    each row sorted, a repeat replaced by -1."""
-    m = np.concatenate([p for p in parts if p.shape[1]], axis=1) if parts else \
-        np.empty((0, 0), np.int64)
+def union_rows(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate (users x width) item-row blocks (-1 padded), each row sorted; returns
+    the rows and a mask of the cells to ignore (padding and repeats of an item)."""
+    m = np.concatenate([p for p in parts if p.shape[1]], axis=1)
     m.sort(axis=1)
+    void = m < 0
     if m.shape[1] > 1:
-        m[:, 1:][m[:, 1:] == m[:, :-1]] = -1
-    return m
+        void[:, 1:] |= m[:, 1:] == m[:, :-1]
+    return m, void
 
 
 def padded(csr: sp.csr_matrix) -> np.ndarray:
@@ -72,69 +72,69 @@ def padded(csr: sp.csr_matrix) -> np.ndarray:
     return out
 
 
-def lookup(keys_sorted: np.ndarray, values: np.ndarray, queries: np.ndarray,
-           missing: float = 0.0) -> np.ndarray:
-    """``values[k]`` where ``keys_sorted[k] == query``, else ``missing`` (vectorised)."""
-    if len(keys_sorted) == 0:
-        return np.full(queries.shape, missing, values.dtype if len(values) else np.float32)
-    pos = np.minimum(np.searchsorted(keys_sorted, queries), len(keys_sorted) - 1)
-    return np.where(keys_sorted[pos] == queries, values[pos], missing)
+def cell_keys(items: np.ndarray, n_items: int) -> np.ndarray:
+    """Flat keys ``row * (n + 1) + item + 1`` of sorted candidate rows: non-decreasing over
+    the flattened matrix (padding -1 sorts first in its row and gets the row's base key)."""
+    base = np.arange(len(items), dtype=np.int64)[:, None] * (n_items + 1)
+    return (base + items + 1).ravel()
 
 
-@dataclass
-class Candidates:
-    """One micro-batch chunk's candidate matrix, ready for top-N and exploration."""
+def locate(keys: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_items: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Flat cell of each (row, item) pair among the candidates (its first copy), and
+    whether it is there at all: a search of the few pairs in the many cells."""
+    q = rows.astype(np.int64) * (n_items + 1) + cols + 1
+    if len(keys) == 0 or len(q) == 0:
+        return np.zeros(len(q), np.int64), np.zeros(len(q), bool)
+    pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+    return pos, keys[pos] == q
 
-    items: np.ndarray           # (users x width) item rows, -1 padding
-    scores: np.ndarray          # (users x width) blended scores, -inf padding and seen
-    sd: np.ndarray              # (users x 1) standard deviation over the whole catalogue
-    positives: np.ndarray       # (users x width) positives per candidate item
 
+def score_union(user_emb: np.ndarray, items: np.ndarray, void: np.ndarray,
+                item_emb: np.ndarray, item_bias: np.ndarray, moments: ItemMoments,
+                cooc: sp.csr_matrix | None, weight: float, n_items: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Blended scores of each user's sorted candidate ``items`` (``-inf`` where ``void``)
+    and each user's standard deviation over the whole catalogue: ``(1 - w) z(model) +
+    w z(cooc)`` with exact moments.
 
-def score_union(user_emb: np.ndarray, items: np.ndarray, item_emb: np.ndarray,
-                item_bias: np.ndarray, moments: ItemMoments, cooc: sp.csr_matrix | None,
-                weight: float, n_items: int) -> tuple[np.ndarray, np.ndarray]:
-    """Blended scores of each user's candidate ``items`` and each user's standard deviation
-    over the whole catalogue: ``(1 - w) z(model) + w z(cooc)`` with exact moments.
-
-    ``cooc``: (users x n_items) CSR of the co-occurrence scores with sorted indices; every
-    one of its nonzeros must be among the candidates (the covariance term uses them).
+    ``cooc``: (users x n_items) CSR of the co-occurrence scores; every nonzero must be
+    among the candidates (the covariance term is summed over them).
     """
-    model = score_candidates(user_emb, items, item_emb, item_bias)
+    model = score_candidates(user_emb, np.where(void, -1, items), item_emb, item_bias)
     mu_m, var_m = moments.score_moments(user_emb)
     if cooc is None or weight <= 0:
         sd = np.sqrt(var_m)
         sd[~(sd > 1e-12)] = 1.0
         return model, sd[:, None].astype(np.float32)
-    n_users, width = items.shape
-    keys = (np.arange(n_users, dtype=np.int64)[:, None] * n_items + items).ravel()
-    c_keys = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(cooc.indptr)) * n_items \
-        + cooc.indices
-    c = lookup(c_keys, cooc.data.astype(np.float32), keys).reshape(n_users, width)
-    c[items < 0] = 0.0
+    n_users = len(items)
+    c = np.zeros(items.size, np.float32)
+    owner = np.repeat(np.arange(n_users), np.diff(cooc.indptr))
+    pos, hit = locate(cell_keys(items, n_items), owner, cooc.indices, n_items)
+    c[pos[hit]] = cooc.data[hit]
+    c = c.reshape(items.shape)
     csum = np.asarray(cooc.sum(axis=1)).ravel().astype(np.float64)
-    csq = np.asarray(cooc.multiply(cooc).sum(axis=1)).ravel().astype(np.float64)
+    csq = np.bincount(owner, weights=cooc.data.astype(np.float64) ** 2, minlength=n_users)
     mu_c, var_c = csum / n_items, np.maximum(csq / n_items - (csum / n_items) ** 2, 0.0)
-    finite = np.where(np.isfinite(model), model, 0.0).astype(np.float64)
-    cov = (finite * c).sum(axis=1) / n_items - mu_m * mu_c
+    finite = np.where(np.isfinite(model), model, 0.0)
+    cov = np.einsum("ij,ij->i", finite, c).astype(np.float64) / n_items - mu_m * mu_c
     sd_m, sd_c = np.sqrt(var_m), np.sqrt(var_c)
     sd_m[~(sd_m > 1e-12)] = 1.0
     sd_c[~(sd_c > 1e-12)] = 1.0
     a, b = (1.0 - weight) / sd_m, weight / sd_c
     shift = -(a * mu_m + b * mu_c)
-    blended = model * a[:, None].astype(np.float32) + c * b[:, None].astype(np.float32) \
-        + shift[:, None].astype(np.float32)
+    model *= a[:, None].astype(np.float32)
+    c *= b[:, None].astype(np.float32)
+    model += c
+    model += shift[:, None].astype(np.float32)
     var = a * a * var_m + b * b * var_c + 2 * a * b * cov
     sd = np.sqrt(np.maximum(var, 0.0))
     sd[~(sd > 1e-12)] = 1.0
-    return blended, sd[:, None].astype(np.float32)
+    return model, sd[:, None].astype(np.float32)
 
 
 def mask_seen(scores: np.ndarray, items: np.ndarray, seen_rows: np.ndarray,
               seen_cols: np.ndarray, n_items: int) -> None:
-    """-inf where a candidate is padding or an item its user interacted with."""
-    n_users, width = items.shape
-    keys = (np.arange(n_users, dtype=np.int64)[:, None] * n_items + items).ravel()
-    seen = np.sort(seen_rows.astype(np.int64) * n_items + seen_cols)
-    hit = lookup(seen, np.ones(len(seen), bool), keys, missing=False).reshape(n_users, width)
-    scores[hit | (items < 0)] = -np.inf
+    """-inf where a candidate is an item its user interacted with."""
+    pos, hit = locate(cell_keys(items, n_items), seen_rows, seen_cols, n_items)
+    scores.ravel()[pos[hit]] = -np.inf

@@ -315,9 +315,9 @@ class Engine:
             u = counter_uniform(s.random_seed, self.batch_seq, user_rows, s.explore_sample,
                                 stream=2)
             parts.append(np.minimum((u * valid).astype(np.int64), valid - 1))
-        items = union_rows(parts)
-        scores, sd = score_union(u_emb, items, i_emb, i_bias, self._moments(i_emb, i_bias),
-                                 cooc, s.cooc_weight, valid)
+        items, void = union_rows(parts)
+        scores, sd = score_union(u_emb, items, void, i_emb, i_bias,
+                                 self._moments(i_emb, i_bias), cooc, s.cooc_weight, valid)
         mask_seen(scores, items, *self.seen.cells(user_rows), valid)
         picked = top_n_flat(scores, n, scores.shape[1], [])
         if s.explore_share > 0:
