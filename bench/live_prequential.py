@@ -159,7 +159,7 @@ def main() -> None:
     broker = start_broker(args.engine, free_port(), work / "kafka" if args.engine == "kafka"
                           else None)
     try:
-        overrides = dict(kv.split("=", 1) for kv in args.set)
+        overrides = {**broker.client_settings, **dict(kv.split("=", 1) for kv in args.set)}
         live = live_run(data, args.rate, broker.bootstrap, work, **overrides)
     finally:
         broker.stop()

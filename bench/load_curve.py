@@ -52,9 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, machine, print_table, wait, write_results  # noqa: E402
 from bench.harness import APPLIED, LISTS_PENDING, CpuMeter, phase_stats, scrape  # noqa: E402
-from bench.pipeline import (PROBE_TIMEOUT_S, Probes, Stack, fmt_ms, latency_summary,  # noqa: E402
+from bench.pipeline import (PROBE_TIMEOUT_S, Brokers, Probes, Stack, fmt_ms, latency_summary,  # noqa: E402
                             offer, warm_up)
-from streamrec.broker import free_port, start_broker  # noqa: E402
 
 TARGET_EVENTS_PER_S = 20_000
 TARGET_P50_MS, TARGET_P99_MS = 100, 250
@@ -100,19 +99,18 @@ def point(stack: Stack, rate: float, args: argparse.Namespace, broker_pid: int) 
 
 
 def run_curve(args: argparse.Namespace, overrides: dict, work: Path) -> list[dict]:
-    broker = start_broker(args.engine, free_port(),
-                          work / "kafka" if args.engine == "kafka" else None)
+    brokers = Brokers(args.engine, work)
     stack: Stack | None = None
     points = []
     try:
         for rate in args.rates:
             if stack is None:
                 # guard off: the synthetic users click far faster than people (pipeline.py)
-                stack = Stack(broker.bootstrap, work, ingest=args.ingest, guard_enabled=False,
-                              **overrides)
+                stack = Stack(brokers.fresh(), work, ingest=args.ingest, guard_enabled=False,
+                              **brokers.settings(overrides))
                 warm_up(stack, n_users=args.users, n_items=args.items, n=args.warmup)
             settle(stack)
-            p = point(stack, rate, args, broker.proc.pid)
+            p = point(stack, rate, args, brokers.current.proc.pid)
             points.append(p)
             if p["produced_per_s"] < 0.97 * rate:
                 print(f"WARNING: offered {rate:,.0f} ev/s but produced only "
@@ -127,7 +125,7 @@ def run_curve(args: argparse.Namespace, overrides: dict, work: Path) -> list[dic
     finally:
         if stack is not None:
             stack.close()
-        broker.stop()
+        brokers.stop()
     return points
 
 

@@ -4,8 +4,9 @@
                              [--seconds 15] [--events 100000] [--runs 3] [--no-noop]
                              [--set NAME=VALUE ...]
 
-Each run: fresh topics, a real ``streamrec worker`` and ``streamrec serve``, 20,000 warm-up
-clicks (500 users x 1,000 items, uniform), then:
+Each phase of a run (every freshness rate, then throughput) gets fresh topics (on Tansu a
+fresh broker: see ``Brokers``), a real ``streamrec worker`` and ``streamrec serve``, and
+20,000 warm-up clicks (500 users x 1,000 items, uniform). Then:
 
 * freshness: background clicks at RATE/s (500 users x 1,000 items), produced in bursts per
   1 ms tick so the offered rate holds; every 0.1 s one of those clicks is by a brand-new
@@ -59,7 +60,7 @@ from bench.common import (child_env, fresh_settings, median, percentile, print_t
                           spawn, wait, write_results)
 from bench.harness import (APPLIED, LISTS_PENDING, CpuMeter, applied, phase_stats,  # noqa: E402
                            scrape)
-from streamrec.broker import free_port, start_broker  # noqa: E402
+from streamrec.broker import BrokerProcess, free_port, start_broker  # noqa: E402
 from streamrec.kafka import producer_config  # noqa: E402
 
 PROBE_TIMEOUT_S = 10.0
@@ -101,6 +102,37 @@ class Stack:
                 p.wait(30)
             except Exception:
                 p.kill()
+
+
+class Brokers:
+    """The broker each phase runs on. Apache Kafka: one for the whole bench (its cost per
+    request does not depend on what it served before). Tansu: a fresh process per phase
+    (0.1 s to start): its in-memory store answers fetches at a cost that grows with the
+    record batches it holds and produces at a cost that grows with the producers it has
+    registered (docs/latency-notes.md), so a phase on a Tansu that served the earlier
+    phases measures their leftovers, not this phase."""
+
+    def __init__(self, engine: str, work: Path) -> None:
+        self.engine, self.work = engine, work
+        self.current: BrokerProcess | None = None
+
+    def fresh(self) -> str:
+        if self.current is not None and self.engine == "kafka":
+            return self.current.bootstrap
+        self.stop()
+        self.current = start_broker(self.engine, free_port(),
+                                    self.work / "kafka" if self.engine == "kafka" else None)
+        return self.current.bootstrap
+
+    def settings(self, overrides: dict) -> dict:
+        """The broker's recommended client settings (Tansu: no idempotent producers),
+        under the bench's own overrides."""
+        return {**(self.current.client_settings if self.current else {}), **overrides}
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.current.stop()
+            self.current = None
 
 
 def warm_up(stack: Stack, n_users: int = 500, n_items: int = 1000, n: int = 20000) -> None:
@@ -416,22 +448,27 @@ def main() -> None:
     args = ap.parse_args()
     overrides = dict(kv.split("=", 1) for kv in args.set)
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
-    broker = start_broker(args.engine, free_port(),
-                          work / "kafka" if args.engine == "kafka" else None)
+    brokers = Brokers(args.engine, work)
     fresh: dict[float, list[dict]] = {r: [] for r in args.rates}
     tput: list[dict] = []
     try:
         for run in range(args.runs):
             # The synthetic users fire dozens of clicks within 0.1 s: bots by the guard's
             # rules (docs/guard-notes.md), so it is off here; it costs ~0.5 ms/100 events.
-            stack = Stack(broker.bootstrap, work, ingest=args.ingest, guard_enabled=False,
-                          **overrides)
+            for rate in args.rates:
+                stack = Stack(brokers.fresh(), work, ingest=args.ingest, guard_enabled=False,
+                              **brokers.settings(overrides))
+                try:
+                    warm_up(stack)
+                    fresh[rate].append(measure_freshness(stack, rate, args.seconds))
+                finally:
+                    stack.close()
+            stack = Stack(brokers.fresh(), work, ingest=args.ingest, guard_enabled=False,
+                          **brokers.settings(overrides))
             try:
                 warm_up(stack)
-                for rate in args.rates:
-                    fresh[rate].append(measure_freshness(stack, rate, args.seconds))
                 skip = stack.sent
-                t = throughput(stack, args.events, broker.proc.pid)
+                t = throughput(stack, args.events, brokers.current.proc.pid)
                 if args.noop:
                     t = against_noop(t, faust_noop(stack, skip, args.events))
                 tput.append(t)
@@ -439,7 +476,7 @@ def main() -> None:
                 stack.close()
             print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
     finally:
-        broker.stop()
+        brokers.stop()
         shutil.rmtree(work, ignore_errors=True)
     rows, summary = freshness_rows(fresh)
     t_rows, t_summary = throughput_rows(tput)

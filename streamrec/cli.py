@@ -62,6 +62,9 @@ def broker(engine: Annotated[str, typer.Option(help="tansu (embedded, in memory)
     ensure_topics(s)
     typer.echo(f"{engine} broker ready on {b.bootstrap} (topics: {', '.join(s.topics)}); "
                "Ctrl-C stops it")
+    for name, value in b.client_settings.items():
+        typer.echo(f"with this broker, run streamrec with STREAMREC_{name.upper()}="
+                   f"{str(value).lower()} (see README, Brokers)")
     _wait_for_signal()
     b.stop()
     typer.echo("broker stopped")

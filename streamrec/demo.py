@@ -110,7 +110,8 @@ def run_demo(data: Path | None = None, rate: float = 500, http_port: int = 8000,
             broker = start_broker("tansu")
             bootstrap = broker.bootstrap
             console.print(f"[bold]1.[/] embedded Tansu broker on {bootstrap}")
-        s = Settings(bootstrap_servers=bootstrap, state_dir=state_dir, http_port=http_port)
+        s = Settings(bootstrap_servers=bootstrap, state_dir=state_dir, http_port=http_port,
+                     **(broker.client_settings if broker is not None else {}))
         ensure_topics(s)
         console.print(f"[bold]2.[/] sending the first 90 % of MovieLens 100K ({split:,} ratings "
                       f"from {ml_path}) and its users/items metadata")

@@ -28,7 +28,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "partitioner": "murmur2_random",
         "linger.ms": 2,
         "batch.size": 1_000_000,
-        "enable.idempotence": True,
+        "enable.idempotence": settings.idempotent_producers,
         "compression.type": "none",
         "logger": _rdkafka_log,
     }

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         "as it is computed (under load librdkafka still batches while requests are in "
         "flight). Live prequential on Apache Kafka at 200 ev/s: 0 ms -> hit@10 0.206, list "
         "hop p50 1 ms; 2 ms -> 0.197, list hop p50 5 ms (docs/evaluation.md)")
+    idempotent_producers: bool = Field(
+        True, description="librdkafka idempotence for every producer of ours (no duplicates "
+        "on retries). On the embedded Tansu broker each idempotent produce rewrites one shared "
+        "producer-state object, which stalls concurrent producers (docs/latency-notes.md)")
     broker_wait_s: float = 20.0
 
     # --- state ---------------------------------------------------------------------------

@@ -89,6 +89,7 @@ def settings(broker: TestBroker, tmp_path: Path) -> Settings:
                  topic_released=f"interactions.released-{tag}",
                  worker_group=f"worker-{tag}", session_timeout_ms=6000,
                  http_port=free_port(), worker_metrics_port=free_port(),
-                 checkpoint_interval_s=2.0, padding_min=50, epochs_bootstrap=5)
+                 checkpoint_interval_s=2.0, padding_min=50, epochs_bootstrap=5,
+                 **(broker.process.client_settings if broker.process is not None else {}))
     ensure_topics(s)
     return s

@@ -54,6 +54,8 @@ class BrokerProcess:
     """
 
     name = "broker"
+    client_settings: dict[str, object] = {}
+    """Settings every streamrec process should use with this broker (``STREAMREC_*``)."""
 
     def __init__(self, port: int, log_path: Path | None = None) -> None:
         self.port = port
