@@ -112,8 +112,8 @@ class Brokers:
     registered (docs/latency-notes.md), so a phase on a Tansu that served the earlier
     phases measures their leftovers, not this phase."""
 
-    def __init__(self, engine: str, work: Path) -> None:
-        self.engine, self.work = engine, work
+    def __init__(self, engine: str, work: Path, jvm_warmup_s: float = 20.0) -> None:
+        self.engine, self.work, self.jvm_warmup_s = engine, work, jvm_warmup_s
         self.current: BrokerProcess | None = None
 
     def fresh(self) -> str:
@@ -122,7 +122,21 @@ class Brokers:
         self.stop()
         self.current = start_broker(self.engine, free_port(),
                                     self.work / "kafka" if self.engine == "kafka" else None)
+        if self.engine == "kafka" and self.jvm_warmup_s > 0:
+            self._warm_jvm()
         return self.current.bootstrap
+
+    def _warm_jvm(self) -> None:
+        """A just-started Kafka runs its request paths interpreted until the JIT compiles
+        them: at 1,000 ev/s it took ~100 % of a core for the first ~30 s and ~35 %
+        after, and the freshness tail of those seconds is the JVM's, not ours. So a
+        throwaway stack runs the phase's traffic for ``jvm_warmup_s`` first."""
+        stack = Stack(self.current.bootstrap, self.work, guard_enabled=False)
+        try:
+            warm_up(stack)
+            offer(stack, 1000, self.jvm_warmup_s)
+        finally:
+            stack.close()
 
     def settings(self, overrides: dict) -> dict:
         """The broker's recommended client settings (Tansu: no idempotent producers),
@@ -152,6 +166,7 @@ class Probes:
         self.stack, self.timeout = stack, timeout
         self.pending: dict[str, float] = {}
         self.latencies: list[float] = []
+        self.times: list[tuple[float, float]] = []   # (sent at, latency): when tails happen
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -190,6 +205,7 @@ class Probes:
                     with self._lock:
                         self.pending.pop(user, None)
                         self.latencies.append(now - t0 if served else float("inf"))
+                        self.times.append((t0, self.latencies[-1]))
                     due.pop(user, None)
                 else:
                     due[user] = now + max(0.002, 0.1 * (now - t0))
@@ -443,12 +459,14 @@ def main() -> None:
     ap.add_argument("--ingest", default="batch", choices=["agent", "batch"])
     ap.add_argument("--no-noop", dest="noop", action="store_false",
                     help="skip the no-op Faust agent baseline")
+    ap.add_argument("--jvm-warmup", type=float, default=20.0, metavar="S",
+                    help="kafka: seconds of traffic through a throwaway stack before measuring")
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                     help="worker settings, e.g. max_batch=5000 (STREAMREC_* of the children)")
     args = ap.parse_args()
     overrides = dict(kv.split("=", 1) for kv in args.set)
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
-    brokers = Brokers(args.engine, work)
+    brokers = Brokers(args.engine, work, args.jvm_warmup)
     fresh: dict[float, list[dict]] = {r: [] for r in args.rates}
     tput: list[dict] = []
     try:

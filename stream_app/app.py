@@ -130,6 +130,9 @@ def run_worker(settings: Settings, progress: bool = True, loglevel: str = "INFO"
         from prometheus_client import start_http_server
 
         start_http_server(settings.worker_metrics_port, addr=settings.http_host)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(settings.blas_threads, user_api="blas")
     worker = Worker(settings, progress=progress)
     worker.start()
     # What start() built (model, registries, per-user state) lives as long as the worker:

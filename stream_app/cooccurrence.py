@@ -193,7 +193,11 @@ class CooccurrenceIndex:
         np.power(cand, -(1.0 - self.alpha), out=inv_cand[:m], where=cand > 0)
         w = (self.counts[src] ** -self.alpha).astype(np.float32)
         if self.pairs is not None:
-            weights = sp.csr_matrix((w, (owner, src)), shape=(len(users), cap))
+            # owner is sorted (users in order): the CSR is built directly, not from COO
+            indptr = np.zeros(len(users) + 1, np.int64)
+            np.cumsum(np.bincount(owner, minlength=len(users)), out=indptr[1:])
+            weights = sp.csr_matrix((w, np.asarray(src, np.int64), indptr),
+                                    shape=(len(users), cap))
             prod = weights @ self.pairs                # (users x capacity), dense
             prod *= inv_cand
             if n == cap:

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,6 +23,7 @@ from lightfm import LightFM
 from lightfm._lightfm_fast import CSRMatrix, fit_bpr, fit_warp
 
 from stream_app.features import FeatureSpace
+from stream_app.useritems import ranges
 from streamrec.errors import ModelStateError
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,14 @@ class PaddedLightFM:
         self.lightfm._initialize(params.no_components, self.items.n_columns,
                                  self.users.n_columns)
         self._item_reps: tuple[np.ndarray, np.ndarray] | None = None
+        self._item_csr_cache: tuple[sp.csr_matrix, CSRMatrix] | None = None
+
+    def __getstate__(self) -> dict:
+        """Copies (``copy.deepcopy`` in the evaluation) leave the kernel's wrapper behind:
+        it cannot be copied, and it is rebuilt on first use."""
+        state = self.__dict__.copy()
+        state["_item_csr_cache"] = None
+        return state
 
     # ----------------------------------------------------------------- capacity
     @property
@@ -193,28 +203,59 @@ class PaddedLightFM:
         if not pos.any():
             return
         keys, weight = keys[pos], summed[pos]
-        rows = (keys // n_items).astype(np.int32)
+        rows = (keys // n_items).astype(np.int64)
         cols = (keys % n_items).astype(np.int32)
-        data = np.ones(len(rows), np.float32)
-        indptr = np.zeros(self.user_capacity + 1, np.int32)
-        np.cumsum(np.bincount(rows, minlength=self.user_capacity), out=indptr[1:])
-        lookup = CSRMatrix(sp.csr_matrix((data, cols, indptr),
-                                         shape=(self.user_capacity, n_items)))
+        # The batch's users as local rows 0..U-1 (rows are sorted: keys are row-major), with
+        # their feature rows and positives: the kernel reads a user only through those, so
+        # the result is the same, and a batch costs nothing per *other* user (an indptr over
+        # the whole user capacity was 8 MB a batch at a million users).
+        batch_users, local = np.unique(rows, return_inverse=True)
+        local = local.astype(np.int32)
+        data = np.ones(len(local), np.float32)
+        indptr = np.zeros(len(batch_users) + 1, np.int32)
+        np.cumsum(np.bincount(local, minlength=len(batch_users)), out=indptr[1:])
+        lookup = CSRMatrix(_CSR(cols, indptr, data, (len(batch_users), n_items)))
+        user_rows_csr = _csr_rows(self.users.matrix(), batch_users)
+        user_csr = CSRMatrix(user_rows_csr)
         m = self.lightfm
-        item_csr, user_csr = CSRMatrix(self.items.matrix()), CSRMatrix(self.users.matrix())
+        item_csr = self._item_csr()
         kernel = _KERNELS[self.params.loss]
+        params = m._get_lightfm_data()       # views of the arrays the kernel updates in place
         for epoch in range(epochs):
-            shuffle = np.arange(len(rows), dtype=np.int32)
+            shuffle = np.arange(len(local), dtype=np.int32)
             m.random_state.shuffle(shuffle)
-            kernel(item_csr, user_csr, lookup, rows, cols, data, weight, shuffle,
-                   m._get_lightfm_data(), m.learning_rate, m.item_alpha, m.user_alpha,
-                   num_threads, m.random_state)
+            kernel(item_csr, user_csr, lookup, local, cols, data, weight, shuffle, params,
+                   m.learning_rate, m.item_alpha, m.user_alpha, num_threads, m.random_state)
             if on_epoch is not None:
                 m._check_finite()  # a progress callback sees only finite parameters
                 on_epoch(epoch)
         if on_epoch is None:
-            m._check_finite()
+            self._check_touched_finite(user_rows_csr.indices, np.unique(cols))
         self._item_reps = None
+
+    def _check_touched_finite(self, user_columns: np.ndarray, item_rows: np.ndarray) -> None:
+        """LightFM's divergence check (``_check_finite``) on what a small update can have
+        made non-finite first: the batch users' feature rows, the positives' item feature
+        rows and every item bias (sampled negatives move anywhere; their biases move with
+        their embeddings). LightFM's own check sums every array: ~20 ms a batch at a
+        million users, for one event."""
+        m = self.lightfm
+        item_columns = np.unique(_csr_rows(self.items.matrix(), item_rows).indices)
+        if not (np.isfinite(m.user_embeddings[user_columns].sum())
+                and np.isfinite(m.user_biases[user_columns].sum())
+                and np.isfinite(m.item_embeddings[item_columns].sum())
+                and np.isfinite(m.item_biases.sum())):
+            raise ValueError("Not all estimated parameters are finite, your model may have "
+                             "diverged. Try decreasing the learning rate or normalising "
+                             "feature values and sample weights.")
+
+    def _item_csr(self) -> CSRMatrix:
+        """LightFM's wrapper of the item feature matrix, rebuilt only when it changes."""
+        matrix = self.items.matrix()
+        cached = self._item_csr_cache
+        if cached is None or cached[0] is not matrix:
+            cached = self._item_csr_cache = (matrix, CSRMatrix(matrix))
+        return cached[1]
 
     # ----------------------------------------------------------------- scoring
     def item_representations(self) -> tuple[np.ndarray, np.ndarray]:
@@ -224,8 +265,19 @@ class PaddedLightFM:
         return self._item_reps
 
     def user_representations(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        feats = self.users.matrix()[np.asarray(rows, dtype=np.int64)]
-        return self.lightfm.get_user_representations(feats)
+        """(biases, embeddings) of these user rows: their feature rows times the feature
+        arrays, summed per row (what LightFM's ``get_user_representations`` computes for a
+        whole feature matrix, without building one)."""
+        sub = _csr_rows(self.users.matrix(), np.asarray(rows, dtype=np.int64))
+        m = self.lightfm
+        n = len(sub.indptr) - 1
+        if n == 0:
+            return np.empty(0, np.float32), np.empty((0, m.no_components), np.float32)
+        w = sub.data[:, None]
+        firsts = sub.indptr[:-1]       # every row has its identity column: none is empty
+        emb = np.add.reduceat(m.user_embeddings[sub.indices] * w, firsts, axis=0)
+        bias = np.add.reduceat(m.user_biases[sub.indices] * sub.data, firsts)
+        return bias.astype(np.float32), emb.astype(np.float32)
 
     def scores(self, user_rows: np.ndarray, n_items: int | None = None) -> np.ndarray:
         """(len(user_rows) x n_items) scores of the first ``n_items`` item rows (default:
@@ -285,6 +337,27 @@ class PaddedLightFM:
         model.users.dirty_rows.clear()
         model.items.dirty_rows.clear()
         return model, doc
+
+
+class _CSR(NamedTuple):
+    """The attributes LightFM's ``CSRMatrix`` wrapper reads, without scipy's checks
+    (a micro-batch builds two: ~12 µs each through ``sp.csr_matrix``)."""
+
+    indices: np.ndarray
+    indptr: np.ndarray
+    data: np.ndarray
+    shape: tuple[int, int]
+
+
+def _csr_rows(m: sp.csr_matrix, rows: np.ndarray) -> _CSR:
+    """Rows of a CSR matrix as a :class:`_CSR` (scipy's fancy row indexing: ~100 µs)."""
+    rows = np.asarray(rows, np.int64)
+    starts = m.indptr[rows].astype(np.int64)
+    lens = m.indptr[rows + 1].astype(np.int64) - starts
+    idx = ranges(starts, lens)
+    indptr = np.zeros(len(rows) + 1, np.int32)
+    np.cumsum(lens, out=indptr[1:])
+    return _CSR(m.indices[idx], indptr, m.data[idx], (len(rows), m.shape[1]))
 
 
 def write_snapshot(path: Path, arrays: dict[str, np.ndarray], doc: dict) -> None:

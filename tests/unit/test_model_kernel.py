@@ -30,6 +30,10 @@ def _reference_fit(model: PaddedLightFM, u: np.ndarray, i: np.ndarray, v: np.nda
 def test_fast_path_is_bit_identical_to_lightfm_fit_partial(loss: str) -> None:
     rng = np.random.default_rng(7)
     fast = PaddedLightFM(ModelParams(loss=loss), 120, 80)
+    for r in range(0, 120, 3):          # hybrid rows: shared metadata columns too
+        fast.users.set(r, {"age": str(r % 4), "job": ["a", "b"][r % 2]})
+    for r in range(0, 80, 2):
+        fast.items.set(r, {"genre": [str(r % 5), str(r % 3)]})
     ref = copy.deepcopy(fast)
     for _ in range(15):
         n = int(rng.integers(1, 25))
