@@ -36,7 +36,7 @@ class BatchConsumer:
             settings, settings.worker_group,
             **{"fetch.wait.max.ms": settings.fetch_wait_ms,
                "max.poll.interval.ms": 600_000,
-               "queued.max.messages.kbytes": 262_144}))
+               "queued.max.messages.kbytes": 65_536}))   # 64 MB read ahead: ~300 k events
         self.topics = [settings.topic_interactions, settings.topic_users, settings.topic_items,
                        settings.topic_released, settings.topic_control]
         self.consumer.subscribe(self.topics, on_assign=self._on_assign)

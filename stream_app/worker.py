@@ -57,6 +57,8 @@ class Worker:
         self._writing: Future | None = None
         self._writing_offsets: dict[str, int] = {}
         self._force_full = False
+        self._snapshot_s = 0.0
+        self._write_s = 0.0
         self.on_checkpoint: Callable[[dict[str, int]], None] | None = None
 
     # ----------------------------------------------------------------- start
@@ -433,16 +435,30 @@ class Worker:
             if not self._writing.done():
                 return
             self._finish_write()
-        if not self._dirty or time.monotonic() - self._last_checkpoint < \
-                self.settings.checkpoint_interval_s:
+        if not self._dirty or time.monotonic() - self._last_checkpoint < self._interval:
             return
+        t0 = time.monotonic()
         snap = self.store.snapshot(self.engine, full=self._force_full,
                                    pending=self._unconfirmed())
         self._force_full = False
         self._dirty = False
         self._last_checkpoint = time.monotonic()
+        self._snapshot_s = self._last_checkpoint - t0
         self._writing_offsets = snap.offsets
-        self._writing = self._writer.submit(self.store.write, snap)
+        self._writing = self._writer.submit(self._timed_write, snap)
+
+    def _timed_write(self, snap) -> None:
+        t0 = time.monotonic()
+        self.store.write(snap)
+        self._write_s = time.monotonic() - t0
+
+    @property
+    def _interval(self) -> float:
+        """``checkpoint_interval_s``, stretched so checkpoints stay cheap as the state grows:
+        the snapshot (on the event loop) at most ~5 % of the time, the background write
+        (disk, and the GIL it takes) at most half (a 1 M-user model is ~0.6 GB a write)."""
+        return max(self.settings.checkpoint_interval_s, 20 * self._snapshot_s,
+                   2 * self._write_s)
 
     def _finish_write(self, wait: bool = False) -> None:
         """Account for the background write: on failure the next checkpoint is full (the
