@@ -96,7 +96,7 @@ def _attack_share(settings: Settings, tmp_path: Path,
         before = share()
         p = Producer(producer_config(s))
         rng = random.Random(3)
-        t_end = time.monotonic() + 10
+        t_start = time.monotonic()
         k = 0
         while k < 5000:
             u = f"fake{k % 50}"
@@ -107,7 +107,8 @@ def _attack_share(settings: Settings, tmp_path: Path,
                 send(s, [{"user_id": f"u{rng.randrange(40)}",
                           "item_id": f"i{rng.randrange(59)}"}])
                 p.poll(0)
-                time.sleep(max(0.0, (t_end - time.monotonic()) / (5000 - k + 1) * 400))
+                # 500 fake clicks a second: k of them sent by t_start + k / 500
+                time.sleep(max(0.0, t_start + k / 500 - time.monotonic()))
         p.flush(10)
         wait_until(lambda: applied(s) + quarantined(s) >= len(base) + 5000 + 10, 60,
                    "attack processed", (worker,))
