@@ -38,8 +38,11 @@ class ItemMoments:
 
     @classmethod
     def of(cls, item_emb: np.ndarray, item_bias: np.ndarray, n_items: int) -> "ItemMoments":
-        x = augmented(item_emb[:n_items], item_bias[:n_items]).astype(np.float64)
-        return cls(x.mean(axis=0), (x.T @ x) / max(1, n_items))
+        """From the first ``n_items`` rows; the product in float32 (10x faster than in
+        float64; the z-scores need a few digits), the results in float64."""
+        x = augmented(item_emb[:n_items], item_bias[:n_items])
+        n = max(1, n_items)
+        return cls(x.sum(axis=0).astype(np.float64) / n, (x.T @ x).astype(np.float64) / n)
 
     def score_moments(self, user_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per user (mean, variance) of ``user_emb @ item_emb.T + item_bias`` over the items."""

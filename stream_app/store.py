@@ -1,9 +1,12 @@
 """The worker's durable state in RocksDB (rocksdict): checkpoints plus a write-ahead log.
 
 Every micro-batch first appends its raw records to a WAL entry (one RocksDB write), then is
-applied. Every ``checkpoint_interval_s`` the whole state is snapshotted: model arrays to a
-versioned ``.npz``/``.json`` pair, and registry, seen sets, dedup ids, popularity and input
-offsets in one ``WriteBatch`` that also names the model file and drops WAL entries it covers.
+applied. Every ``checkpoint_interval_s`` (stretched as the state grows) the whole state is
+snapshotted: model arrays to a versioned ``.npz``/``.json`` pair, and registry, seen sets,
+dedup ids, popularity, input offsets and the users whose lists may not be on the topic yet
+in one ``WriteBatch`` that also names the model file and drops WAL entries it covers. The
+snapshot is captured between micro-batches (:meth:`WorkerStore.snapshot`: array copies, the
+batch built) and written by the worker's background thread (:meth:`WorkerStore.write`).
 
 On restart the snapshot is loaded and the WAL replayed through the same code, so the state
 describes exactly the offsets it claims: records below them are skipped when Kafka redelivers

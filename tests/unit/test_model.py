@@ -100,3 +100,21 @@ def test_every_loss_trains(loss):
     m = PaddedLightFM(ModelParams(no_components=8, loss=loss), 50, 60)
     _fit(m)
     assert np.isfinite(m.scores(np.arange(5))).all()
+
+
+def test_item_representations_follow_updates_incrementally():
+    """After micro-batches the cached reps (updated only for the items that moved) equal a
+    full recomputation, with shared metadata columns too."""
+    m = PaddedLightFM(ModelParams(no_components=6), 50, 300)
+    for r in range(0, 300, 4):
+        m.items.set(r, {"genre": [str(r % 7)]})
+    rng = np.random.default_rng(2)
+    m.item_representations()
+    for _ in range(12):
+        n = int(rng.integers(1, 8))
+        m.fit_partial(rng.integers(0, 50, n), rng.integers(0, 300, n),
+                      np.ones(n, np.float32), epochs=3)
+        bias, emb = m.item_representations()
+        full_bias, full_emb = m.lightfm.get_item_representations(m.items.matrix())
+        np.testing.assert_allclose(emb, full_emb, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(bias, full_bias, rtol=1e-5, atol=1e-6)
