@@ -29,7 +29,8 @@ from bench.common import child_env, print_table, spawn, wait, write_results  # n
 from bench.harness import ready  # noqa: E402
 from producers.events import EventProducer, Pacer  # noqa: E402
 from producers.movielens import rating_event, replay_movielens  # noqa: E402
-from streamrec.broker import ensure_topics, free_port, start_broker  # noqa: E402
+from bench.pipeline import Brokers  # noqa: E402
+from streamrec.broker import ensure_topics, free_port  # noqa: E402
 from streamrec.movielens import find_movielens, load_movielens  # noqa: E402
 from streamrec.settings import Settings  # noqa: E402
 
@@ -156,13 +157,13 @@ def main() -> None:
     args = ap.parse_args()
     data = find_movielens(args.data)
     work = Path(tempfile.mkdtemp(prefix="streamrec-live-"))
-    broker = start_broker(args.engine, free_port(), work / "kafka" if args.engine == "kafka"
-                          else None)
+    brokers = Brokers(args.engine, work)        # Kafka: JIT-warmed first (bench/pipeline.py)
     try:
-        overrides = {**broker.client_settings, **dict(kv.split("=", 1) for kv in args.set)}
-        live = live_run(data, args.rate, broker.bootstrap, work, **overrides)
+        bootstrap = brokers.fresh()
+        overrides = brokers.settings(dict(kv.split("=", 1) for kv in args.set))
+        live = live_run(data, args.rate, bootstrap, work, **overrides)
     finally:
-        broker.stop()
+        brokers.stop()
     print({k: v for k, v in live.items() if k.startswith(("stale", "list_age", "missing", "worker"))})
     rows = [["streamrec live pipeline", live["hit_at_10"], live["hit_new_users"],
              live["hit_returning_users"], live["coverage"]]]

@@ -192,6 +192,11 @@ class CooccurrenceIndex:
         cand = self.counts[:m]
         np.power(cand, -(1.0 - self.alpha), out=inv_cand[:m], where=cand > 0)
         w = (self.counts[src] ** -self.alpha).astype(np.float32)
+        if self.pairs is not None and len(users) == 1 and not sparse:
+            # one user (a live micro-batch's usual list): a small dense product
+            out = np.zeros((1, n), np.float32)
+            out[0, :m] = (w @ self.pairs[src, :m]) * inv_cand[:m]
+            return out
         if self.pairs is not None:
             # owner is sorted (users in order): the CSR is built directly, not from COO
             indptr = np.zeros(len(users) + 1, np.int64)
