@@ -97,10 +97,10 @@ def counter_uniform(seed: int, step: int, rows: np.ndarray, width: int,
     batch or on their order, and replaying the same state reproduces them.
     """
     key = _splitmix_int(_splitmix_int(seed * _GOLDEN_INT + stream) + step * _GOLDEN_INT)
-    with np.errstate(over="ignore"):
-        x = (np.asarray(rows, np.uint64) * _ROW_MULT + np.uint64(key))[:, None] \
-            + np.arange(1, width + 1, dtype=np.uint64) * _GOLDEN
-        x = _splitmix(x)
+    # array arithmetic wraps modulo 2**64 silently (only numpy scalars warn), so no errstate
+    x = (np.asarray(rows, np.uint64) * _ROW_MULT + np.uint64(key))[:, None] \
+        + np.arange(1, width + 1, dtype=np.uint64) * _GOLDEN
+    x = _splitmix(x)
     return ((x >> _S11) | _ONE).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
