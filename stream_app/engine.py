@@ -298,6 +298,17 @@ class Engine:
             return self.candidate_lists(user_rows, n, decimals)
         return self.pick_lists(user_rows, self.score_rows(user_rows), n, decimals=decimals)
 
+    def list_chunk(self) -> int:
+        """Users per :meth:`lists` call for a ~64 MB score matrix: exact rows span the item
+        capacity (2,048 users on ML-100K, ~110 at 100 k items: bench/scale.py measured the
+        same ms per list from 256-user chunks as from 2,048-user ones); candidate rows a
+        few thousand items (~8 sqrt(N) + the co-occurrence neighbours + the sample)."""
+        threshold = self.settings.ann_min_items
+        width = self.model.item_capacity
+        if threshold and len(self.items) >= threshold:
+            width = 4 * int(8 * np.sqrt(len(self.items))) + self.settings.explore_sample
+        return max(16, min(2048, (16 << 20) // max(1, width)))
+
     def candidate_lists(self, user_rows: np.ndarray, n: int, decimals: int | None = None
                         ) -> list[Pick]:
         """:meth:`lists` through candidates: the IVF index's probe of the model's ranking,
