@@ -110,7 +110,8 @@ def _add_batch_task(app: faust.App, settings: Settings, worker: Worker) -> None:
                     None, consumer.poll_batch, settings.max_batch,
                     worker.idle_timeout(settings.batch_window_s))
                 if records:
-                    worker.handle(records, backlog=len(records) >= settings.max_batch)
+                    worker.handle(records, backlog=consumer.behind(records,
+                                                                   settings.max_batch))
                 else:
                     worker.publish_due(backlog=False)
         finally:

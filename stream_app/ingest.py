@@ -68,6 +68,29 @@ class BatchConsumer:
                         ts / 1000.0 if ts and ts > 0 else now))
         return out
 
+    def behind(self, records: list[Record], n: int) -> bool:
+        """A backlog waits after this batch: it was full, or a partition's high watermark
+        from the last fetch response (librdkafka's cache: no broker request; right on Tansu
+        too, unlike its ListOffsets) is at least another full batch past its last record.
+        A few records that arrived meanwhile are no backlog: their lists go out at once."""
+        if len(records) >= n:
+            return True
+        last: dict[tuple[str, int], int] = {}
+        for rec in records:
+            last[(rec[0], rec[1])] = rec[2]
+        with self._lock:
+            if self._closed:
+                return False
+            for (topic, part), offset in last.items():
+                try:
+                    _, high = self.consumer.get_watermark_offsets(
+                        TopicPartition(topic, part), cached=True)
+                except Exception:   # no fetch response yet for it
+                    continue
+                if high - (offset + 1) >= n:
+                    return True
+        return False
+
     def commit(self, offsets: dict[str, int]) -> None:
         """Publish the checkpointed offsets to the group (monitoring; ours stay the truth)."""
         tps = []

@@ -98,6 +98,8 @@ def read_topics(settings: Settings, topics: list[str], start: dict[str, int] | N
         while True:
             msgs = consumer.consume(chunk, timeout=0.1)
             batch: list[Record] = []
+            last: dict[tuple[str, int], Record] = {}
+            now = time.time()
             for m in msgs:
                 if m.error() is not None:
                     if m.error().code() == KafkaError._PARTITION_EOF:
@@ -105,16 +107,21 @@ def read_topics(settings: Settings, topics: list[str], start: dict[str, int] | N
                         continue
                     log.warning("replay read error: %s", m.error())
                     continue
-                tp = (m.topic(), m.partition())
-                if tp in bounded and m.offset() >= highs[tp]:
+                topic, part, offset = m.topic(), m.partition(), m.offset()
+                tp = (topic, part)
+                if tp in bounded and offset >= highs[tp]:
                     position[tp] = max(position[tp], highs[tp])
                     continue
                 _, ts = m.timestamp()
-                batch.append((m.topic(), m.partition(), m.offset(), m.key(), m.value(),
-                              ts / 1000.0 if ts and ts > 0 else time.time()))
-                position[tp] = m.offset() + 1
-                newest[tp] = batch[-1][5]
-                heard[tp] = time.monotonic()
+                rec = (topic, part, offset, m.key(), m.value(),
+                       ts / 1000.0 if ts and ts > 0 else now)
+                batch.append(rec)
+                last[tp] = rec
+            mono = time.monotonic()
+            for tp, rec in last.items():     # per partition once per chunk, not per record
+                position[tp] = rec[2] + 1
+                newest[tp] = rec[5]
+                heard[tp] = mono
             if batch:
                 last_data = time.monotonic()
                 if bar is not None:
