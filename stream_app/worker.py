@@ -131,15 +131,17 @@ class Worker:
     # ----------------------------------------------------------------- batches
     def handle(self, records: list[Record], backlog: bool = False) -> BatchResult:
         """One micro-batch: log it, apply it, publish the lists that are due; checkpoint
-        when due. ``backlog``: more records are waiting (the batch was full), so lists of
-        the users it touched may wait up to ``list_max_delay_s`` and coalesce."""
+        when due. ``backlog``: a backlog of records waits behind this batch, so the lists of
+        the users it touched may wait as long as the input is behind (at most
+        ``list_max_delay_s``) and coalesce."""
         t0 = time.perf_counter()
         now = time.time()
         step = max(1, len(records) // 64)   # a systematic sample keeps the histogram cheap
         for rec in records[::step]:
             metrics.INGEST_DELAY.observe(max(0.0, now - rec[5]))
         res = self._apply(records, wal=True)
-        self.publish_due(backlog)
+        lag = max(0.0, now - min(rec[5] for rec in records)) if backlog else 0.0
+        self.publish_due(backlog, lag_s=lag)
         self.maybe_checkpoint()
         metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
         metrics.BATCH_SIZE.observe(len(records))
@@ -196,14 +198,18 @@ class Worker:
             return min(longest, max(0.0, due))
         return longest
 
-    def publish_due(self, backlog: bool, budget_s: float | None = None) -> int:
+    def publish_due(self, backlog: bool, budget_s: float | None = None,
+                    lag_s: float | None = None) -> int:
         """Publish pending lists oldest first: all of them when caught up; under load
-        (``backlog``) only those that waited ``list_max_delay_s``; for at most ``budget_s``
-        (default ``list_slice_s``) so new events are read in between. Returns lists sent."""
+        (``backlog``) only those that waited as long as the input lags (``lag_s``: how far
+        behind its oldest record the batch was; lists need not be fresher than the events
+        they reflect), at most ``list_max_delay_s``; for at most ``budget_s`` (default
+        ``list_slice_s``) so new events are read in between. Returns lists sent."""
         s = self.settings
         start = time.monotonic()
         budget = s.list_slice_s if budget_s is None else budget_s
-        cutoff = start - s.list_max_delay_s if backlog else float("inf")
+        wait = s.list_max_delay_s if lag_s is None else min(s.list_max_delay_s, lag_s)
+        cutoff = start - wait if backlog else float("inf")
         chunk = self._chunk()
         pending = self._pending
         sent = 0
