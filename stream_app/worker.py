@@ -5,9 +5,10 @@ on purpose (no awaits inside), so a checkpoint never sees half a batch.
 
 Lists follow load. A micro-batch marks the users it touched as *pending*; pending lists are
 published oldest first, all of them as soon as the worker has caught up with its input, and
-under load (a full micro-batch: more records are waiting) only once they have waited
-``list_max_delay_s``, so several events of a user in that time cost one list instead of
-several. Publishing yields to new events after ``list_slice_s``. Checkpoints are captured
+under load (a backlog of records waits) only once they have waited as long as the input
+lags (at most ``list_max_delay_s``), so several events of a user in that time cost one list
+instead of several and the model keeps learning at full speed. Publishing yields to new
+events after ``list_slice_s``. Checkpoints are captured
 between micro-batches and written by a background thread (docs/benchmarks.md).
 """
 

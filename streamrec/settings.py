@@ -171,10 +171,11 @@ class Settings(BaseSettings):
                                   "batch to fill; batch: poll timeout (batches never wait)")
     top_n: int = Field(20, ge=1, description="length of stored lists")
     list_max_delay_s: float = Field(
-        1.0, ge=0, description="under load (a full micro-batch: more records wait), a "
-        "user's list is published at most this long after the first event it lacks, so a "
-        "user's events within it cost one list; caught up, lists go out at once "
-        "(stream_app/worker.py, load curve in docs/benchmarks.md)")
+        30.0, ge=0, description="under load (a backlog of records waits), a user's list "
+        "waits as long as the input lags, up to this long, so the user's events in that "
+        "time cost one list; caught up, lists go out at once. The model keeps learning at "
+        "full speed while lists catch up (stream_app/worker.py; load curve in "
+        "docs/benchmarks.md)")
     list_slice_s: float = Field(0.1, gt=0, description="publishing pending lists yields to "
                                 "new events after this long")
     fallback_interval_s: float = Field(0.5, ge=0, description="the popular fallback list is "
