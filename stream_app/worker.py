@@ -60,6 +60,7 @@ class Worker:
         self._force_full = False
         self._snapshot_s = 0.0
         self._write_s = 0.0
+        self._list_s = 1e-4                      # seconds per list (moving average)
         self.on_checkpoint: Callable[[dict[str, int]], None] | None = None
 
     # ----------------------------------------------------------------- start
@@ -211,7 +212,8 @@ class Worker:
         budget = s.list_slice_s if budget_s is None else budget_s
         wait = s.list_max_delay_s if lag_s is None else min(s.list_max_delay_s, lag_s)
         cutoff = start - wait if backlog else float("inf")
-        chunk = self._chunk()
+        # a chunk takes at most half the slice, so the slice holds whatever a list costs
+        chunk = max(16, min(self._chunk(), int(0.5 * min(budget, 1.0) / self._list_s)))
         pending = self._pending
         sent = 0
         while pending:
@@ -224,7 +226,9 @@ class Worker:
                 break
             for r in rows:
                 metrics.LIST_WAIT.observe(start - pending.pop(r))
+            t0 = time.monotonic()
             sent += self.publish_lists(rows, chunk=chunk)
+            self._list_s = 0.8 * self._list_s + 0.2 * (time.monotonic() - t0) / len(rows)
             if time.monotonic() - start >= budget:
                 break
         if self._fallback_dirty and start - self._last_fallback >= s.fallback_interval_s:
