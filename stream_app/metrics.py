@@ -29,6 +29,12 @@ LIST_WAIT = Histogram("streamrec_worker_list_wait_seconds",
                       "published: 0 when caught up, up to list_max_delay_s under load",
                       buckets=HOP_BUCKETS)
 CHECKPOINTS = Counter("streamrec_worker_checkpoints_total", "State checkpoints written")
+CHECKPOINT_SECONDS = Histogram("streamrec_worker_checkpoint_seconds",
+                               "Checkpoint time: 'snapshot' on the event loop between "
+                               "micro-batches (copies of the state), 'write' in the "
+                               "background thread (files, fsync, RocksDB batch)", ["phase"],
+                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                                        5.0, 10.0, 30.0))
 CHECKPOINT_ERRORS = Counter("streamrec_worker_checkpoint_errors_total",
                             "Checkpoint writes that failed (the next one rewrites everything)")
 GC_PAUSE = Histogram("streamrec_worker_gc_pause_seconds",

@@ -455,6 +455,7 @@ class Worker:
         self._dirty = False
         self._last_checkpoint = time.monotonic()
         self._snapshot_s = self._last_checkpoint - t0
+        metrics.CHECKPOINT_SECONDS.labels("snapshot").observe(self._snapshot_s)
         self._writing_offsets = snap.offsets
         self._writing = self._writer.submit(self._timed_write, snap)
 
@@ -462,6 +463,7 @@ class Worker:
         t0 = time.monotonic()
         self.store.write(snap)
         self._write_s = time.monotonic() - t0
+        metrics.CHECKPOINT_SECONDS.labels("write").observe(self._write_s)
 
     @property
     def _interval(self) -> float:
