@@ -112,13 +112,15 @@ class Metrics:
                 and all(x.labels.get(k) == v for k, v in labels.items())]
         return sum(hits) if hits else default
 
-    def histogram(self, name: str) -> Histogram | None:
+    def histogram(self, name: str, **labels: str) -> Histogram | None:
+        """The histogram ``name`` with these labels (e.g. ``phase="snapshot"``)."""
         buckets = sorted((float(x.labels["le"]), x.value) for x in self.samples
-                         if x.name == f"{name}_bucket")
+                         if x.name == f"{name}_bucket"
+                         and all(x.labels.get(k) == v for k, v in labels.items()))
         if not buckets:
             return None
-        return Histogram(tuple(buckets), self.value(f"{name}_sum", 0.0),
-                         self.value(f"{name}_count", 0.0))
+        return Histogram(tuple(buckets), self.value(f"{name}_sum", 0.0, **labels),
+                         self.value(f"{name}_count", 0.0, **labels))
 
 
 def scrape(s: Settings) -> Metrics:
@@ -127,6 +129,24 @@ def scrape(s: Settings) -> Metrics:
                              timeout=5).text)
 
 
+def checkpoint_stats(after: Metrics, before: Metrics | None = None) -> dict:
+    """The worker's checkpoints (between two scrapes, or since start): per phase, how many,
+    mean and the upper bound of the slowest one's bucket, in ms. ``snapshot`` runs on the
+    event loop (it delays lists), ``write`` in the background thread."""
+    out = {}
+    for phase in ("snapshot", "write"):
+        h = after.histogram(CHECKPOINT_SECONDS, phase=phase)
+        old = before.histogram(CHECKPOINT_SECONDS, phase=phase) if before else None
+        if h is None:
+            continue
+        if old is not None:
+            h = h - old
+        out[phase] = {"count": h.count, "mean_ms": 1e3 * h.mean if h.count else None,
+                      "max_le_ms": 1e3 * h.bucket(1.0)[1] if h.count else None}
+    return out
+
+
+CHECKPOINT_SECONDS = "streamrec_worker_checkpoint_seconds"
 APPLIED = "streamrec_worker_state_applied_events"
 LISTS_PENDING = "streamrec_worker_lists_pending"
 """Users whose newest applied events are not in a published list yet (0: lists are out)."""

@@ -44,7 +44,8 @@ from confluent_kafka import Producer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import median, percentile, print_table, write_results  # noqa: E402
-from bench.harness import MB, RssSampler, applied, worker_metrics  # noqa: E402
+from bench.harness import (MB, RssSampler, applied, checkpoint_stats, scrape,  # noqa: E402
+                           worker_metrics)
 from bench.pipeline import Stack, freshness  # noqa: E402
 from stream_app.cooccurrence import CooccurrenceIndex, blend  # noqa: E402
 from stream_app.topn import top_n  # noqa: E402
@@ -264,6 +265,7 @@ def live(args: argparse.Namespace, work: Path) -> dict:
                            "mean_batch_records": m.get("streamrec_worker_batch_records_sum", 0)
                            / batches,
                            "lists": m.get("streamrec_worker_lists_published_total")}
+            loaded = scrape(stack.s)
             fresh = {}
             for rate in args.rates:
                 lat = freshness(stack, rate, args.seconds)
@@ -271,6 +273,9 @@ def live(args: argparse.Namespace, work: Path) -> dict:
                 fresh[f"{rate:g}"] = {"p50_ms": percentile(ok, 50) * 1e3,
                                       "p99_ms": percentile(ok, 99) * 1e3,
                                       "probes": len(lat), "timeouts": len(lat) - len(ok)}
+            final = scrape(stack.s)
+            checkpoints = {"load": checkpoint_stats(loaded),
+                           "freshness": checkpoint_stats(final, loaded)}
             steady_mb = rss.now_mb()
             peak_mb = rss.peak_mb()
             broker_mb = psutil.Process(broker.proc.pid).memory_info().rss / MB
@@ -285,7 +290,8 @@ def live(args: argparse.Namespace, work: Path) -> dict:
     return {"events": args.events, "elapsed_s": elapsed, "events_per_s": args.events / elapsed,
             "lists_out_s": lists_out_s, "lists_out_events_per_s": args.events / lists_out_s,
             "last_20pct_events_per_s": tail_rate, "produce_s": produced.get("s"),
-            "batches": batch_stats, "freshness": fresh, "worker_peak_mb": peak_mb,
+            "batches": batch_stats, "freshness": fresh, "checkpoints": checkpoints,
+            "worker_peak_mb": peak_mb,
             "worker_end_mb": steady_mb, "broker_end_mb": broker_mb, "curve": curve}
 
 
@@ -355,6 +361,12 @@ def main() -> None:
             rows.append([f"freshness @ {rate} ev/s p50 / p99",
                          f"{f['p50_ms']:.0f} / {f['p99_ms']:.0f} ms ({f['timeouts']} of "
                          f"{f['probes']} probes > 10 s)"])
+        for when, phases in run["checkpoints"].items():
+            for phase, c in phases.items():
+                if c["count"]:
+                    rows.append([f"checkpoint {phase} ({when}): count / mean / slowest",
+                                 f"{c['count']:.0f} / {c['mean_ms']:,.0f} ms / "
+                                 f"<= {c['max_le_ms']:,.0f} ms"])
         rows += [["worker RSS peak (VmHWM)", f"{run['worker_peak_mb']:,.0f} MiB"],
                  ["worker RSS at the end", f"{run['worker_end_mb']:,.0f} MiB"],
                  [f"broker ({args.engine}) RSS at the end", f"{run['broker_end_mb']:,.0f} MiB"]]

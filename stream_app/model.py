@@ -398,12 +398,29 @@ class PaddedLightFM:
         """Write ``path`` (.npz) and ``path.with_suffix('.json')`` atomically (tmp + rename)."""
         write_snapshot(path, *self.snapshot(meta))
 
-    def snapshot(self, meta: dict | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    def snapshot(self, meta: dict | None = None,
+                 into: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict]:
         """Copies of every state array and the JSON document: what :func:`write_snapshot`
         writes. Copying is a memcpy (~1 ms per 4 MB), so the slow part, writing and
-        syncing the files, can run in a thread while training goes on."""
-        arrays = {f"{s}_{a}": getattr(self.lightfm, f"{s}_{a}").copy()
-                  for s in SIDES for a in ARRAYS}
+        syncing the files, can run in a thread while training goes on.
+
+        ``into``: buffers of an earlier snapshot that nothing reads any more, filled in place
+        where shapes match (and replaced in the dict where they do not). Fresh allocations
+        cost far more than the copy: at 1 M users the first two 180 MB arrays took 0.5 s each
+        (the kernel compacting memory for numpy's huge pages), a copy into reused buffers
+        0.07 s for all twelve."""
+        arrays = {}
+        for s in SIDES:
+            for a in ARRAYS:
+                key, src = f"{s}_{a}", getattr(self.lightfm, f"{s}_{a}")
+                buf = into.get(key) if into is not None else None
+                if buf is not None and buf.shape == src.shape and buf.dtype == src.dtype:
+                    np.copyto(buf, src)
+                else:
+                    buf = src.copy()
+                    if into is not None:
+                        into[key] = buf
+                arrays[key] = buf
         rng = self.lightfm.random_state.get_state()
         arrays["rng_state_keys"] = rng[1].copy()
         doc = {"format": "streamrec-model/1", "params": asdict(self.params),

@@ -73,6 +73,9 @@ class WorkerStore:
         cp = self.db.get(_CHECKPOINT)
         self.wal_seq = max(int(last[4:]) if last else 0,
                            int(orjson.loads(cp)["wal_seq"]) if cp else 0)
+        # model arrays of the last snapshot, refilled by the next one: a snapshot is always
+        # written (or dropped) before the next is taken, so nothing still reads them then
+        self._model_buffers: dict[str, np.ndarray] = {}
 
     def close(self) -> None:
         self.db.close()
@@ -129,7 +132,8 @@ class WorkerStore:
         """Everything a checkpoint writes, captured now (model arrays copied, the RocksDB
         batch built), so :meth:`write` can run in a thread while the engine moves on. The
         engine's change sets are handed over and cleared; if the write then fails, the
-        next checkpoint must be ``full``."""
+        next checkpoint must be ``full``. Write (or drop) a snapshot before taking the next:
+        the next one refills its model arrays in place."""
         if full:
             engine.users.reset_persisted()
             engine.items.reset_persisted()
@@ -142,7 +146,7 @@ class WorkerStore:
                 "batch_seq": engine.batch_seq, "wal_seq": seq, "n_applied": engine.n_applied,
                 "model_version": engine.model_version, "saved_at": time.time(),
                 "n_users": len(engine.users), "n_items": len(engine.items)}
-        arrays, doc = engine.model.snapshot(meta)
+        arrays, doc = engine.model.snapshot(meta, into=self._model_buffers)
         wb = WriteBatch(raw_mode=True)
         if full:
             wb.delete_range(b"\x00", b"\xff")

@@ -85,6 +85,27 @@ def test_checkpoint_roundtrip_is_exact(tmp_path):
         assert "user_embeddings" in npz.files
 
 
+def test_snapshot_into_reused_buffers_equals_fresh_copies():
+    m = PaddedLightFM(ModelParams(no_components=8), 50, 60)
+    _fit(m)
+    buffers: dict = {}
+    first, _ = m.snapshot(into=buffers)
+    held = {k: v for k, v in buffers.items()}
+    _fit(m, seed=3)                      # the model moves on after the first snapshot
+    second, _ = m.snapshot(into=buffers)
+    fresh, _ = m.snapshot()
+    assert all(second[k] is held[k] for k in held)          # refilled in place
+    for k in fresh:
+        np.testing.assert_array_equal(second[k], fresh[k])
+        assert fresh[k] is not getattr(m.lightfm, k, None)  # copies, never the live arrays
+    assert not np.array_equal(held["user_embeddings"], np.zeros_like(held["user_embeddings"]))
+    m.ensure_capacity(120, 200, growth=1.5)                  # grown arrays: new buffers
+    third, _ = m.snapshot(into=buffers)
+    assert third["user_embeddings"] is not held["user_embeddings"]
+    assert buffers["user_embeddings"] is third["user_embeddings"]
+    np.testing.assert_array_equal(third["user_embeddings"], m.lightfm.user_embeddings)
+
+
 def test_top_n_excludes_seen_disliked_and_dummy_rows():
     scores = np.array([[5., 4., 3., 2., 1., 9., 9.],
                        [1., 2., 3., 4., 5., 9., 9.]], dtype=np.float32)
