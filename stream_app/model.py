@@ -407,7 +407,7 @@ class PaddedLightFM:
         ``into``: buffers of an earlier snapshot that nothing reads any more, filled in place
         where shapes match (and replaced in the dict where they do not). Fresh allocations
         cost far more than the copy: at 1 M users the first two 180 MB arrays took 0.5 s each
-        (the kernel compacting memory for numpy's huge pages), a copy into reused buffers
+        (likely the kernel compacting memory for numpy's huge pages), a copy into reused buffers
         0.07 s for all twelve."""
         arrays = {}
         for s in SIDES:

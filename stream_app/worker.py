@@ -213,7 +213,7 @@ class Worker:
         wait = s.list_max_delay_s if lag_s is None else min(s.list_max_delay_s, lag_s)
         cutoff = start - wait if backlog else float("inf")
         # a chunk takes at most half the slice, so the slice holds whatever a list costs
-        chunk = max(16, min(self._chunk(), int(0.5 * min(budget, 1.0) / self._list_s)))
+        chunk = max(16, min(self.engine.list_chunk(), int(0.5 * min(budget, 1.0) / self._list_s)))
         pending = self._pending
         sent = 0
         while pending:
@@ -237,12 +237,6 @@ class Worker:
         if sent:
             self.producer.poll(0)
         return sent
-
-    def _chunk(self) -> int:
-        """Users scored per call: a score matrix of ~64 MB (2,048 users on ML-100K; the
-        candidate path's rows are a few thousand items wide whatever the catalogue:
-        :meth:`Engine.list_chunk`)."""
-        return self.engine.list_chunk()
 
     # ----------------------------------------------------------------- model swap
     def on_control(self, value: bytes | None) -> None:
@@ -405,10 +399,10 @@ class Worker:
 
     def publish_lists(self, user_rows: Iterable[int], chunk: int | None = None) -> int:
         """Score, rank and publish the lists of ``user_rows`` now, in chunks of
-        :meth:`_chunk` users."""
+        :meth:`Engine.list_chunk` users (a ~64 MB score matrix)."""
         rows = sorted(set(user_rows))
         if chunk is None:
-            chunk = self._chunk()
+            chunk = self.engine.list_chunk()
         n = 0
         for start in range(0, len(rows), chunk):
             for uid, value in self.engine.lists_for_rows(rows[start:start + chunk],

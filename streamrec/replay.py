@@ -123,7 +123,7 @@ def read_topics(settings: Settings, topics: list[str], start: dict[str, int] | N
                 newest[tp] = rec[5]
                 heard[tp] = mono
             if batch:
-                last_data = time.monotonic()
+                last_data = mono
                 if bar is not None:
                     bar.update(len(batch))
                 yield batch
