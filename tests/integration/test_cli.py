@@ -27,28 +27,6 @@ def cli(args: list[str], s: Settings, timeout: float = 120) -> subprocess.Comple
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_broker_command_creates_topics_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = free_port()
-    s = Settings(bootstrap_servers=f"127.0.0.1:{port}", state_dir=tmp_path)
-    p = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "broker", "--port", str(port)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        line = ""
-        deadline = time.monotonic() + 30
-        while "ready" not in line and time.monotonic() < deadline:
-            line = p.stdout.readline()
-        assert "ready" in line, line
-        admin = AdminClient({"bootstrap.servers": s.bootstrap_servers})
-        topics = admin.list_topics(timeout=10).topics
-        assert set(s.topics) <= set(topics)
-        res = ConfigResource(ConfigResource.Type.TOPIC, s.topic_recommendations)
-        conf = admin.describe_configs([res])[res].result()
-        assert conf["cleanup.policy"].value == "compact"
-    finally:
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(20) == 0
-
-
 def test_produce_movielens_replays_in_time_order(settings: Settings) -> None:
     r = cli(["produce", "movielens", str(find_movielens()), "--limit", "200",
              "--skip-fraction", "0.9"], settings)
