@@ -27,3 +27,12 @@ class DataNotFound(StreamrecError):
 
 class ModelStateError(StreamrecError):
     """A checkpoint or state store is missing, corrupt or from an incompatible model."""
+
+
+class LookupFailed(StreamrecError):
+    """The lookup API did not give a recommendation list: not reachable, too slow, refused
+    the token, or rejected the request. ``status_code`` is the HTTP status when it answered."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
