@@ -54,6 +54,7 @@ from bench.common import RESULTS, machine, print_table, wait, write_results  # n
 from bench.harness import APPLIED, LISTS_PENDING, CpuMeter, phase_stats, scrape  # noqa: E402
 from bench.pipeline import (PROBE_TIMEOUT_S, Brokers, Probes, Stack, fmt_ms, latency_summary,  # noqa: E402
                             offer, warm_up)
+from stream_app.figures import new_figure  # noqa: E402
 
 TARGET_EVENTS_PER_S = 20_000
 TARGET_P50_MS, TARGET_P99_MS = 100, 250
@@ -150,12 +151,9 @@ def table(points: list[dict]) -> None:
 
 
 def plot(points: list[dict], args: argparse.Namespace, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     x = [p["offered_per_s"] for p in points]
-    fig, ax = plt.subplots(2, 2, figsize=(12, 8.5), sharex=True)
+    fig = new_figure(figsize=(12, 8.5))
+    ax = fig.subplots(2, 2, sharex=True)
     (a, b), (c, d) = ax
 
     a.plot(x, x, ":", color="grey", label="offered")
@@ -221,12 +219,11 @@ def plot(points: list[dict], args: argparse.Namespace, path: Path) -> None:
                  f"shared by broker, worker, lookup and generator; {m['when']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--engine", default="tansu", choices=["tansu", "kafka"])
+    ap.add_argument("--engine", default="kafka", choices=["kafka", "tansu"])
     ap.add_argument("--rates", type=float, nargs="+",
                     default=[100, 300, 1000, 3000, 10000, 30000])
     ap.add_argument("--seconds", type=float, default=10, help="per rate point")

@@ -32,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from stream_app.cooccurrence import CooccurrenceIndex
+from stream_app.figures import new_figure
 from stream_app.prequential import (
     POSITIVE,
     BootstrapCache,
@@ -210,13 +211,10 @@ class ItemKNNPeer(_WithFallback):
 
 
 def plot(summaries: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [s["name"] for s in summaries]
     y = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(8, 0.4 * len(names) + 1.2))
+    fig = new_figure(figsize=(8, 0.4 * len(names) + 1.2))
+    ax = fig.subplots()
     ax.barh(y - 0.2, [s["hit@10_new"] for s in summaries], 0.4, label="new users")
     ax.barh(y + 0.2, [s["hit@10_returning"] for s in summaries], 0.4, label="returning users")
     ax.scatter([s["hit@10"] for s in summaries], y, color="k", zorder=3, label="overall")
@@ -228,7 +226,6 @@ def plot(summaries: list[dict], path: Path) -> None:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def peer_models(quick: bool = False, periodic: bool = False) -> list:

@@ -42,6 +42,7 @@ import numpy as np
 from stream_app import beyond_accuracy
 from stream_app.cooccurrence import CooccurrenceIndex, blend
 from stream_app.engine import Engine
+from stream_app.figures import new_figure
 from stream_app.foldin import fold_in_lightfm
 from stream_app.topn import top_n
 from streamrec.schema import Interaction
@@ -643,11 +644,8 @@ def plot_results(results: Mapping[str, RunResult], batch_models: Mapping[int, st
                  reference: Sequence[str], path_batch: Path, path_time: Path,
                  window: int = 500) -> None:
     """hit@n vs micro-batch size, and cumulative / rolling hit@n over stream time."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = new_figure(figsize=(6.5, 4))
+    ax = fig.subplots()
     sizes = sorted(batch_models)
     ax.plot(sizes, [results[batch_models[b]].hit_rate() for b in sizes], "o-",
             label="streamrec, micro-batches of B")
@@ -662,9 +660,9 @@ def plot_results(results: Mapping[str, RunResult], batch_models: Mapping[int, st
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path_batch, dpi=120)
-    plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=False)
+    fig = new_figure(figsize=(12, 4))
+    axes = fig.subplots(1, 2, sharey=False)
     for name, res in results.items():
         if name not in reference and name not in batch_models.values():
             continue
@@ -678,7 +676,6 @@ def plot_results(results: Mapping[str, RunResult], batch_models: Mapping[int, st
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path_time, dpi=120)
-    plt.close(fig)
 
 
 def format_table(summaries: Iterable[Mapping[str, Any]], n: int = 10) -> str:
@@ -764,11 +761,8 @@ def run_exploration(stream: Stream, out_dir: Path | None = None,
 def plot_exploration(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     """hit@10, catalogue coverage and the share of new items ever shown against
     explore_share, one line per temperature."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig = new_figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, 3)
     base = [r for r in rows if r["explore_share"] == 0]
     panels = (("hit@10", "prequential hit@10", "price: hit@10"),
               ("coverage", "catalogue coverage", "gain: catalogue coverage"),
@@ -789,7 +783,6 @@ def plot_exploration(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
                  "event in the test window)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def run_all(stream: Stream, out_dir: Path, settings: Settings | None = None,

@@ -47,6 +47,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from stream_app.engine import Engine
+from stream_app.figures import new_figure
 from stream_app.prequential import Stream, bootstrap_engine
 from streamrec.errors import StreamrecError
 from streamrec.schema import Interaction
@@ -333,12 +334,9 @@ def run_seed_protocol(stream: Stream, out_dir: Path | None, settings: Settings,
 def plot_curves(doc: dict[str, Any], path_full: Path, path_partial: Path) -> None:
     """AUC vs full-fit epochs (validation and train), and AUC vs epochs per micro-batch
     (fold mean with one standard deviation), each with the default and the choice marked."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     full, part, dflt = doc["full_fit"], doc["fit_partial"], doc["defaults"]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = new_figure(figsize=(6.5, 4))
+    ax = fig.subplots()
     ax.plot(full["epochs"], full["validation_auc"], "o-", ms=3, label="validation AUC")
     ax.plot(full["epochs"], full["train_auc"], "s--", ms=3, label="train AUC (loss proxy)")
     _marks(ax, dflt["epochs_bootstrap"], full["chosen"])
@@ -349,9 +347,9 @@ def plot_curves(doc: dict[str, Any], path_full: Path, path_partial: Path) -> Non
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path_full, dpi=120)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = new_figure(figsize=(6.5, 4))
+    ax = fig.subplots()
     e = np.asarray(part["epochs_per_batch"][1:])
     m, s = np.asarray(part["mean_auc"][1:]), np.asarray(part["std_auc"][1:])
     ax.errorbar(e, m, yerr=s, fmt="o-", ms=4, capsize=3,
@@ -368,7 +366,6 @@ def plot_curves(doc: dict[str, Any], path_full: Path, path_partial: Path) -> Non
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path_partial, dpi=120)
-    plt.close(fig)
 
 
 def _marks(ax: Any, default: int, chosen: int) -> None:

@@ -36,3 +36,7 @@ class LookupFailed(StreamrecError):
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class MissingExtra(StreamrecError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
