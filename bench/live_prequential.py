@@ -145,7 +145,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--rate", type=float, default=200)
-    ap.add_argument("--engine", default="tansu", choices=["tansu", "kafka"])
+    ap.add_argument("--engine", default="kafka", choices=["kafka", "tansu"])
     ap.add_argument("--peers", action="store_true",
                     help="also run, in the same run, the in-process baselines and peers "
                     "(popularity, static, periodic retrain, LightFM per 1/10/50 events, ALS "

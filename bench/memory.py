@@ -146,7 +146,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--data", type=Path, default=None, help="MovieLens 100K folder")
-    ap.add_argument("--engine", default="tansu", choices=["tansu", "kafka"])
+    ap.add_argument("--engine", default="kafka", choices=["kafka", "tansu"])
     ap.add_argument("--split", type=float, default=0.9, help="share bootstrapped; rest streamed")
     ap.add_argument("--idle", type=float, default=10.0, help="seconds idle after streaming")
     args = ap.parse_args()

@@ -451,7 +451,7 @@ def throughput_rows(tput: list[dict]) -> tuple[list[list[str]], dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--engine", default="tansu", choices=["tansu", "kafka"])
+    ap.add_argument("--engine", default="kafka", choices=["kafka", "tansu"])
     ap.add_argument("--rates", type=float, nargs="+", default=[100, 1000])
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--events", type=int, default=100_000, help="throughput events per run")

@@ -116,7 +116,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--data", type=Path, default=None, help="MovieLens 100K folder")
-    ap.add_argument("--engine", default="tansu", choices=["tansu", "kafka"])
+    ap.add_argument("--engine", default="kafka", choices=["kafka", "tansu"])
     ap.add_argument("--profile", action="store_true", help="cProfile one retrain")
     args = ap.parse_args()
     ml = load_movielens(find_movielens(args.data))

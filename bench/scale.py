@@ -304,7 +304,7 @@ def main() -> None:
     ap.add_argument("--item-skew", type=float, default=1.0)
     ap.add_argument("--user-skew", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--engine", default="tansu", choices=["tansu", "kafka"],
+    ap.add_argument("--engine", default="kafka", choices=["kafka", "tansu"],
                     help="tansu keeps every record in memory (~1 KB per event incl. its "
                     "list); kafka keeps them on disk and compacts the lists")
     ap.add_argument("--rates", type=float, nargs="*", default=[100, 1000],

@@ -127,7 +127,7 @@ class LookupConsumer(threading.Thread):
             self.ready.set()
             offsets = {str(k): v for k, v in self.store.offsets().items()}
             while not self._halt.is_set():
-                first = consumer.poll(0.2)  # returns as soon as a list arrives
+                first = consumer.poll(1.0)  # returns as soon as a list arrives
                 if first is None:
                     continue
                 msgs = [first, *consumer.consume(5000, 0)]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import faust
 from aiokafka.errors import KafkaError
+from faust.app.base import BootStrategy
 
 from stream_app import metrics
 
@@ -22,6 +23,10 @@ from stream_app.worker import Worker
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
+
+IDLE_POLL_S = 0.5
+"""How long the batch ingest waits for a record when nothing else is due. librdkafka returns
+the moment one arrives, so this costs no freshness; shorter only adds idle wake-ups."""
 
 
 def faust_broker_options(settings: Settings) -> dict:
@@ -53,11 +58,29 @@ def faust_broker_options(settings: Settings) -> dict:
     return opts
 
 
+class _NoKafkaBoot(BootStrategy):
+    """``ingest="batch"`` reads and writes Kafka with librdkafka only, so Faust starts no
+    consumer, producer, leader assignor or topic conductor of its own: no group join, no
+    ``__assignor-__leader`` topic to create while a broker is still starting, no second set
+    of connections (and security settings) to keep right, no idle fetches."""
+
+    enable_kafka = False
+    enable_web = False
+    enable_sensors = False
+
+
+class _BatchApp(faust.App):
+    BootStrategy = _NoKafkaBoot
+
+
 def create_app(settings: Settings, worker: Worker) -> faust.App:
     """A Faust app bound to a started ``Worker`` (restored or bootstrapped already)."""
-    app_id = settings.worker_group if settings.ingest == "agent" else \
-        f"{settings.worker_group}-app"
-    app = faust.App(app_id, autodiscover=False, **faust_broker_options(settings))
+    if settings.ingest == "agent":
+        app = faust.App(settings.worker_group, autodiscover=False,
+                        **faust_broker_options(settings))
+    else:
+        app = _BatchApp(f"{settings.worker_group}-app", autodiscover=False,
+                        **faust_broker_options(settings))
     if settings.ingest == "agent":
         _add_agent(app, settings, worker)
     else:
@@ -108,7 +131,7 @@ def _add_batch_task(app: faust.App, settings: Settings, worker: Worker) -> None:
             while True:
                 records = await loop.run_in_executor(
                     None, consumer.poll_batch, settings.max_batch,
-                    worker.idle_timeout(settings.batch_window_s))
+                    worker.idle_timeout(IDLE_POLL_S))
                 if records:
                     worker.handle(records, backlog=consumer.behind(records,
                                                                    settings.max_batch))

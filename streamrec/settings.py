@@ -61,10 +61,11 @@ class Settings(BaseSettings):
                                        description="segment roll of compacted topics")
     worker_group: str = "streamrec-worker"
     fetch_wait_ms: int = Field(
-        10, ge=1, description="fetch.wait.max.ms of the worker's and the lookup's consumers. "
-        "Apache Kafka answers a waiting fetch as soon as data arrives (hop ~1 ms either way); "
-        "Tansu answers only when this expires, so it bounds each hop there (10 ms: ~4 ms p50 "
-        "per hop), while lower values cost Tansu CPU it needs elsewhere (5 ms was worse)")
+        500, ge=1, description="fetch.wait.max.ms of the worker's and the lookup's consumers. "
+        "Apache Kafka answers a waiting fetch as soon as data arrives, so a long wait costs no "
+        "freshness and spares the idle fetches (10 ms: 100 empty fetches/s per consumer). "
+        "Tansu answers only when it expires, so with Tansu it is 10 (TansuBroker."
+        "client_settings; docs/latency-notes.md)")
     list_linger_ms: float = Field(
         0, ge=0, description="linger.ms of the worker's list producer: 0 sends a list as soon "
         "as it is computed (under load librdkafka still batches while requests are in "
@@ -168,7 +169,7 @@ class Settings(BaseSettings):
                              "reading whole fetch batches with librdkafka (faster)")
     max_batch: int = Field(2000, ge=1, description="events per micro-batch at most")
     batch_window_s: float = Field(0.05, gt=0, description="agent: wait at most this for a "
-                                  "batch to fill; batch: poll timeout (batches never wait)")
+                                  "batch to fill (batch ingest never waits for a batch)")
     top_n: int = Field(20, ge=1, description="length of stored lists")
     list_max_delay_s: float = Field(
         30.0, ge=0, description="under load (a backlog of records waits), a user's list "
