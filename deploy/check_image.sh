@@ -80,8 +80,32 @@ step "runtime stage: fresh venv, no compiler on PATH, install from the wheelhous
 rm -rf "$WORK/run-venv" "$WORK/home"
 mkdir -p "$WORK/home"
 "$PYTHON" -m venv "$WORK/run-venv"
+# run CMD...: as the runtime image would, from the run venv only, no compiler, a clean env.
 run() { (cd "$WORK/home" && exec env -i HOME="$WORK/home" PATH="$WORK/run-venv/bin" LANG=C.UTF-8 \
           CC=/bin/false CXX=/bin/false STREAMREC_STATE_DIR="$WORK/home/state" "$@"); }
+# spawn LOG CMD...: run CMD in the background, output to LOG; its PID (the exec'd command
+# itself, so that a kill reaches it) goes into PIDS for cleanup.
+declare -a PIDS=()
+spawn() {
+  local log=$1; shift
+  (cd "$WORK/home" && exec env -i HOME="$WORK/home" PATH="$WORK/run-venv/bin" LANG=C.UTF-8 \
+     CC=/bin/false CXX=/bin/false STREAMREC_STATE_DIR="$WORK/home/state" "$@") >"$log" 2>&1 &
+  PIDS+=($!)
+}
+# SIGTERM everything spawned (the broker command stops its Tansu child), 15 s, then SIGKILL.
+cleanup() {
+  local p alive
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 30); do
+    alive=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    (( alive )) || break
+    sleep 0.5
+  done
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  PIDS=()
+}
+trap cleanup EXIT
 if run /bin/sh -c 'command -v gcc || command -v cc || command -v g++'; then
   echo "a compiler is on the runtime PATH: the check would prove nothing"; exit 1
 fi
@@ -133,9 +157,6 @@ health=$(grep -o '"-c", "import os, urllib.request;[^"]*"' "$REPO/Dockerfile" \
          | sed 's/^"-c", "\(.*\)"$/\1/')
 [[ -n $health ]] || { echo "no HEALTHCHECK python one-liner found in the Dockerfile"; exit 1; }
 free_port() { run python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
-declare -a PIDS=()
-cleanup() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
 # wait_health URL WANT SECONDS: poll the one-liner until it exits WANT (0 healthy, 1 not).
 wait_health() {
   local url=$1 want=$2 deadline=$((SECONDS + $3)) got
@@ -149,25 +170,21 @@ wait_health() {
 
 # A lookup whose broker does not answer must turn unhealthy (its consumer gives up).
 p_dead=$(free_port)
-run streamrec serve --port "$p_dead" --bootstrap-servers 127.0.0.1:9 >"$WORK/serve-nobroker.log" 2>&1 &
-PIDS+=($!)
+spawn "$WORK/serve-nobroker.log" streamrec serve --port "$p_dead" --bootstrap-servers 127.0.0.1:9
 wait_health "http://127.0.0.1:$p_dead/healthz" 1 60 \
   || { echo "the lookup stayed healthy without a broker"; exit 1; }
 echo "lookup without a broker: HEALTHCHECK fails, as it should"
 
 # With a broker (Tansu, from the same wheels) both services turn healthy and stay so.
 p_broker=$(free_port); p_api=$(free_port); p_metrics=$(free_port)
-run streamrec broker --engine tansu --port "$p_broker" >"$WORK/broker.log" 2>&1 &
-PIDS+=($!)
+spawn "$WORK/broker.log" streamrec broker --engine tansu --port "$p_broker"
 for _ in $(seq 1 60); do grep -q "broker ready" "$WORK/broker.log" && break; sleep 1; done
 grep -q "broker ready" "$WORK/broker.log" || { tail "$WORK/broker.log"; echo "broker did not start"; exit 1; }
-run /usr/bin/env STREAMREC_IDEMPOTENT_PRODUCERS=false STREAMREC_WORKER_METRICS_PORT="$p_metrics" \
-  STREAMREC_STATE_DIR="$WORK/home/worker-state" \
-  streamrec worker --no-progress --bootstrap-servers "127.0.0.1:$p_broker" >"$WORK/worker.log" 2>&1 &
-PIDS+=($!)
-run /usr/bin/env STREAMREC_STATE_DIR="$WORK/home/lookup-state" \
-  streamrec serve --port "$p_api" --bootstrap-servers "127.0.0.1:$p_broker" >"$WORK/serve.log" 2>&1 &
-PIDS+=($!)
+spawn "$WORK/worker.log" /usr/bin/env STREAMREC_IDEMPOTENT_PRODUCERS=false \
+  STREAMREC_WORKER_METRICS_PORT="$p_metrics" STREAMREC_STATE_DIR="$WORK/home/worker-state" \
+  streamrec worker --no-progress --bootstrap-servers "127.0.0.1:$p_broker"
+spawn "$WORK/serve.log" /usr/bin/env STREAMREC_STATE_DIR="$WORK/home/lookup-state" \
+  streamrec serve --port "$p_api" --bootstrap-servers "127.0.0.1:$p_broker"
 for svc in "lookup http://127.0.0.1:$p_api/healthz" "worker http://127.0.0.1:$p_metrics/healthz"; do
   set -- $svc
   if wait_health "$2" 0 120 && sleep 5 && wait_health "$2" 0 5; then
@@ -177,7 +194,7 @@ for svc in "lookup http://127.0.0.1:$p_api/healthz" "worker http://127.0.0.1:$p_
     echo "$1: HEALTHCHECK never passed ($2)"; exit 1
   fi
 done
-cleanup; PIDS=()
+cleanup
 note "HEALTHCHECK: the Dockerfile's one-liner passes for streamrec serve (:8000 role) and streamrec worker (metrics port role) on a Tansu broker, and fails for a lookup with no broker"
 
 # ------------------------------------------------------------------------------------ 3. lint
