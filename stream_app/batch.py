@@ -96,13 +96,17 @@ def process_records(engine: Engine, records: list[Record], settings: Settings,
 def _guard(engine: Engine, events: list[Event], arrivals: list[float], records: list[Record],
            sources: list[int], released: list[bool], res: BatchResult) -> list[Event]:
     """Hold back what the fraud/bot guard flags (before training: a held event moves no
-    list and no popularity). Known = has trained history (metadata alone assigns rows)."""
+    list and no popularity). Known = has trained history (metadata alone assigns rows).
+
+    Arrival is the record timestamp and the history sizes are the engine's seen items, both
+    stored (in the record, in the checkpoint), so a WAL replay decides as the first pass."""
     users = engine.users
     rows = np.fromiter((-1 if (r := users.get(e.user_id)) is None else r for e in events),
                        np.int64, len(events))
-    known = engine.seen.has(rows)
-    keep, reasons = engine.guard.check(events, np.asarray(arrivals, dtype=np.float64), known,
-                                       np.asarray(released, dtype=bool))
+    sizes = engine.seen.lengths(rows)
+    keep, reasons = engine.guard.check(events, np.asarray(arrivals, dtype=np.float64),
+                                       sizes > 0, np.asarray(released, dtype=bool),
+                                       history_sizes=sizes)
     if keep.all():
         return events
     for k in np.flatnonzero(~keep).tolist():

@@ -5,24 +5,39 @@ MovieLens replay sends 1998 events at whatever ``--rate`` says, and an attacker 
 event body. Record timestamps also make the decisions repeatable: the same records through
 a guard in the same state decide the same way (WAL replay after a restart, a retrain).
 
-Rules (thresholds and the MovieLens measurements behind them: ``docs/guard-notes.md``):
+**Live and historical events.** An event whose own ``timestamp`` is older than its arrival
+by more than ``history_after_s`` is *historical*: a backfill (the worker's bootstrap replay,
+``streamrec produce``, an app loading its users' past), a late upload. "Arrival" is the
+guard's clock, the newest record timestamp it has seen (stored with its state, so a WAL
+replay decides exactly as the first pass did; wall-clock time is never read). A whole
+history arrives in one burst, so historical events are judged on the user's *own* timeline
+instead of arrival counts, and bounded by a per-user budget:
 
 ``user_rate``
-    one user sent more events in the last minute than any person can; a whole MovieLens
-    session replayed in one burst stays below it.
+    one user sent more *live* events in the last minute than any person can; a whole
+    MovieLens session replayed live in one burst stays below it.
 ``user_pace``
-    one user's events of the last minute *claim* (event ``timestamp``, else arrival) to
-    have happened faster than a person acts. A replayed human session arrives in a burst
-    but its timestamps are spread over minutes; a bot stamps "now" (or nothing). This stops
-    a 1,000 events/s bot after ~50 events; one that forges spread-out timestamps still
-    meets ``user_rate``.
+    one user's live events of the last minute *claim* (event ``timestamp``, else arrival) to
+    have happened faster than a person acts; or, separately, their historical events of the
+    last minute claim so (a history forged with one timestamp, or a replayed capture). A
+    replayed human session arrives in a burst but its timestamps are spread over minutes; a
+    bot stamps "now" (or nothing). This stops a 1,000 events/s bot after ~50 events; one
+    that forges spread-out timestamps still meets ``user_rate`` (live) or ``user_history``.
+``user_history``
+    one user's history is larger than any person's: the items they already trained on
+    (``history_sizes``, from the engine's state) plus their historical events of this
+    micro-batch, or their historical events of the last minute, exceed
+    ``history_max_events``. A bot forging spread-out past timestamps (which looks human on
+    its own timeline) gets at most that many events into the model per account.
 ``user_repeat``
-    one user repeated the same action on the same item more often than a person does.
+    one user repeated the same action on the same item more often than a person does
+    (live and historical events alike).
 ``item_burst``
     one item is suddenly hit by brand-new users (first seen less than ``new_user_age_s``
     ago and unknown to the model): either their events are a large share of *all* traffic
     of the last 0.2 s, or each of them repeats the same action on it. Only new users'
-    events on the item are held back; established users keep training on it.
+    events on the item are held back; established users keep training on it. Historical
+    events count here at their arrival: a backfill's busiest item is ~1 % of it.
 
 A flagged user stays quarantined (every later event too) until ``quarantine_ttl_s`` passes
 or an operator calls :meth:`Guard.release_user`; a flagged item holds back new users' events
@@ -48,7 +63,8 @@ USER_RATE = "user_rate"
 USER_PACE = "user_pace"
 USER_REPEAT = "user_repeat"
 ITEM_BURST = "item_burst"
-REASONS: tuple[str, ...] = (USER_RATE, USER_PACE, USER_REPEAT, ITEM_BURST)
+USER_HISTORY = "user_history"
+REASONS: tuple[str, ...] = (USER_RATE, USER_PACE, USER_REPEAT, ITEM_BURST, USER_HISTORY)
 """Every reason :meth:`Guard.check` returns: the ``reason`` header and the metric label."""
 
 _CODES = {r: k + 1 for k, r in enumerate(REASONS)}
@@ -123,6 +139,18 @@ class GuardConfig:
     """A flag lifts by itself after a day; an operator can release earlier."""
     release_exempt_s: float = 3600.0
     """After a release the key is exempt from every rule this long: an operator vouched."""
+    history_after_s: float = 300.0
+    """An event whose own ``timestamp`` is older than its arrival (the guard's clock) by more
+    than this is historical (a backfill, a late upload) and is judged on the user's own
+    timeline. Live events claim times within a few seconds of arrival (clock skew, producer
+    batching); five minutes leaves room for a slow producer without letting a backfill in."""
+    history_max_events: int = 6_000
+    """``user_history``: the largest history one user may bring in from the past: items they
+    trained on before the micro-batch plus its historical events (or their historical
+    events per window). The heaviest user of the synthetic power-user history has 5,000
+    ratings (MovieLens 100K: 737, 1M: 2,314; 20M: 9,254 would need more); a bot forging a
+    spread-out past gets at most this many events per account into the model, then the
+    account is quarantined like any other (docs/guard-notes.md)."""
 
     @classmethod
     def from_settings(cls, settings: object) -> GuardConfig:
@@ -308,6 +336,7 @@ class Guard:
         long_, short = (cfg.window_s, cfg.window_buckets), (cfg.burst_window_s, cfg.burst_buckets)
         self.windows: dict[str, _Window] = {
             "users": _Window(*long_, track_span=True),  # per user, + claimed-time span
+            "user_history": _Window(*long_, track_span=True),  # same, historical events
             "actions": _Window(cfg.window_s, cfg.action_buckets),  # per (user, item, action)
             "item_all": _Window(*long_),                # per item, everyone
             "item_new": _Window(*long_),                # per item, new users' events
@@ -330,7 +359,8 @@ class Guard:
     # ----------------------------------------------------------------- decisions
     def check(self, events: Sequence[Interaction], arrival_times: np.ndarray,
               known_users: np.ndarray | None = None,
-              released: np.ndarray | None = None) -> tuple[np.ndarray, list[str | None]]:
+              released: np.ndarray | None = None,
+              history_sizes: np.ndarray | None = None) -> tuple[np.ndarray, list[str | None]]:
         """Which events may be trained on: ``(keep_mask, reasons)``, reason None where kept.
 
         ``arrival_times``: Kafka record timestamps (epoch s), one per event; a late record
@@ -338,6 +368,9 @@ class Guard:
         ``known_users``: True where the model knew the user before this batch; such users
         are never brand-new (optional; without it the guard's own memory decides).
         ``released``: True for events an operator released; they pass uncounted.
+        ``history_sizes``: per event, how many items its user had trained on before this
+        batch (the engine's seen items); ``user_history`` adds the batch's historical events
+        to it. Without it only the historical events of the last window count.
         """
         n = len(events)
         self.new_flags = []
@@ -362,12 +395,17 @@ class Guard:
             known = (np.zeros(len(idx), bool) if known_users is None
                      else np.asarray(known_users, bool)[idx])
             ts = t[idx]
+            hist = claimed < ts - self.config.history_after_s
+            prior = (np.zeros(len(idx), np.int64) if history_sizes is None
+                     else np.asarray(history_sizes, np.int64)[idx])
+            grown = prior + _running_count(users, hist)   # history size after each event
             step = np.zeros(len(idx), bool)   # a new step wherever any window's bucket changes
             for bucket_s in {w.bucket_s for w in self.windows.values()}:
                 step[1:] |= np.diff(np.floor(ts / bucket_s)) != 0
             for seg in np.split(np.arange(len(idx)), np.flatnonzero(step)):
                 codes[idx[seg]] = self._step(users[seg], items[seg], actions[seg], claimed[seg],
-                                             known[seg], float(ts[seg[-1]]))
+                                             known[seg], float(ts[seg[-1]]), hist[seg],
+                                             grown[seg])
         if self.new_flags:
             self._log_new_flags()
         keep = codes == 0
@@ -378,7 +416,8 @@ class Guard:
         return keep, reasons
 
     def _step(self, users: np.ndarray, items: np.ndarray, actions: np.ndarray,
-              claimed: np.ndarray, known: np.ndarray, now: float) -> np.ndarray:
+              claimed: np.ndarray, known: np.ndarray, now: float, hist: np.ndarray,
+              grown: np.ndarray) -> np.ndarray:
         """Count events that share every window's bucket, apply the rules, return codes."""
         w = self.windows
         uu, ufirst, uinv, ucnt = np.unique(users, return_index=True, return_inverse=True,
@@ -386,12 +425,6 @@ class Guard:
         ii, iinv, icnt = np.unique(items, return_inverse=True, return_counts=True)
         aa, afirst, ainv, acnt = np.unique(actions, return_index=True, return_inverse=True,
                                            return_counts=True)
-        lo = np.full(len(uu), np.inf)
-        hi = np.full(len(uu), -np.inf)
-        np.minimum.at(lo, uinv, claimed)
-        np.maximum.at(hi, uinv, claimed)
-        u_slots, u_tot = w["users"].add(uu.tolist(), ucnt, now, lo, hi)
-        u_span = w["users"].spans(u_slots, w["users"].bucket(now))
         _, a_tot = w["actions"].add(aa.tolist(), acnt, now)
         i_keys = ii.tolist()
         _, i_tot = w["items"].add(i_keys, icnt, now)
@@ -400,7 +433,16 @@ class Guard:
         new_u = self._brand_new(uu.tolist(), known[ufirst], now)
         new_ev = new_u[uinv]
 
-        self._check_users(uu, u_tot, u_span, users[afirst], a_tot, now)
+        if not hist.all():                      # live events: arrival counts, claimed pace
+            has, u_tot, u_span = self._count_users("users", uu, uinv, claimed, ~hist, now)
+            self._check_users(uu[has], u_tot, u_span, now)
+        self._check_repeats(users[afirst], a_tot, now)
+        if hist.any():                          # historical: own-timeline pace, budget
+            has, h_tot, h_span = self._count_users("user_history", uu, uinv, claimed, hist,
+                                                   now)
+            size = np.zeros(len(uu), np.int64)
+            np.maximum.at(size, uinv[hist], grown[hist])
+            self._check_history(uu[has], h_tot, h_span, np.maximum(size[has], h_tot), now)
         if new_ev.any():
             first_action = (a_tot == acnt)[ainv] & new_ev   # first time in the window
             pairs = np.unique(iinv[new_ev] * len(uu) + uinv[new_ev])
@@ -422,24 +464,59 @@ class Guard:
             codes[(codes == 0) & flagged[iinv] & new_u[uinv]] = _CODES[ITEM_BURST]
         return codes
 
+    def _count_users(self, window: str, uu: np.ndarray, uinv: np.ndarray,
+                     claimed: np.ndarray, mask: np.ndarray, now: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Count the ``mask`` events per user into ``window`` (with their claimed-time
+        span): (indices into ``uu`` of the users counted, window totals, spans)."""
+        sel = uinv[mask]
+        cnt = np.bincount(sel, minlength=len(uu))
+        lo = np.full(len(uu), np.inf)
+        hi = np.full(len(uu), -np.inf)
+        np.minimum.at(lo, sel, claimed[mask])
+        np.maximum.at(hi, sel, claimed[mask])
+        has = np.flatnonzero(cnt)
+        win = self.windows[window]
+        slots, tot = win.add(uu[has].tolist(), cnt[has], now, lo[has], hi[has])
+        return has, tot, win.spans(slots, win.bucket(now))
+
     def _check_users(self, uu: np.ndarray, u_tot: np.ndarray, u_span: np.ndarray,
-                     action_users: np.ndarray, a_tot: np.ndarray, now: float) -> None:
+                     now: float) -> None:
         cfg = self.config
         win = f"in {cfg.window_s:g} s"
         hit = u_tot > cfg.user_max_events
         self._flag_users(uu[hit], USER_RATE, now,
                          [f"{k} events {win} (limit {cfg.user_max_events})"
                           for k in u_tot[hit].tolist()])
-        pace = u_tot / np.maximum(u_span, 1.0)
-        hit = (u_tot >= cfg.pace_min_events) & (pace > cfg.pace_max_rate)
+        self._check_pace(uu, u_tot, u_span, now, "")
+
+    def _check_pace(self, uu: np.ndarray, tot: np.ndarray, span: np.ndarray, now: float,
+                    kind: str) -> None:
+        cfg = self.config
+        pace = tot / np.maximum(span, 1.0)
+        hit = (tot >= cfg.pace_min_events) & (pace > cfg.pace_max_rate)
         self._flag_users(uu[hit], USER_PACE, now,
-                         [f"{k} events {win} stamped within {s:.1f} s ({p:.0f}/s, limit "
-                          f"{cfg.pace_max_rate:g}/s)" for k, s, p in
-                          zip(u_tot[hit].tolist(), u_span[hit].tolist(), pace[hit].tolist())])
+                         [f"{k} {kind}events in {cfg.window_s:g} s stamped within {s:.1f} s "
+                          f"({p:.0f}/s, limit {cfg.pace_max_rate:g}/s)" for k, s, p in
+                          zip(tot[hit].tolist(), span[hit].tolist(), pace[hit].tolist())])
+
+    def _check_repeats(self, action_users: np.ndarray, a_tot: np.ndarray, now: float) -> None:
+        cfg = self.config
         hit = a_tot > cfg.pair_max_events
         self._flag_users(action_users[hit], USER_REPEAT, now,
-                         [f"{k} times the same action on one item {win} (limit "
-                          f"{cfg.pair_max_events})" for k in a_tot[hit].tolist()])
+                         [f"{k} times the same action on one item in {cfg.window_s:g} s "
+                          f"(limit {cfg.pair_max_events})" for k in a_tot[hit].tolist()])
+
+    def _check_history(self, uu: np.ndarray, tot: np.ndarray, span: np.ndarray,
+                       size: np.ndarray, now: float) -> None:
+        """Historical events: a human pace on the user's own timeline, and a history no
+        larger than ``history_max_events``."""
+        cfg = self.config
+        self._check_pace(uu, tot, span, now, "historical ")
+        hit = size > cfg.history_max_events
+        self._flag_users(uu[hit], USER_HISTORY, now,
+                         [f"a history of {k} events (limit {cfg.history_max_events})"
+                          for k in size[hit].tolist()])
 
     def _check_items(self, new_items: np.ndarray, first_items: np.ndarray, ii: np.ndarray,
                      i_tot: np.ndarray, i_long: np.ndarray, i_users: np.ndarray, all_tot: int,
@@ -615,3 +692,19 @@ class Guard:
         g.item_exempt = {k: float(v) for k, v in data["item_exempt"].items()}
         g.decisions = Counter(data["decisions"])
         return g
+
+
+def _running_count(keys: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per position, how many ``mask`` positions of the same key there are up to and
+    including it (0 where ``mask`` is False)."""
+    out = np.zeros(len(keys), np.int64)
+    if not mask.any():
+        return out
+    at = np.flatnonzero(mask)
+    _, inv = np.unique(keys[at], return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    grp = inv[order]
+    first = np.r_[0, np.flatnonzero(np.diff(grp)) + 1]
+    rank = np.arange(len(grp)) - np.repeat(first, np.diff(np.r_[first, len(grp)]))
+    out[at[order]] = rank + 1
+    return out

@@ -10,11 +10,13 @@ import pytest
 
 from stream_app.guard import (
     ITEM_BURST,
+    USER_HISTORY,
     USER_PACE,
     USER_RATE,
     USER_REPEAT,
     Guard,
     GuardConfig,
+    _running_count,
 )
 from streamrec.errors import DataNotFound
 from streamrec.schema import Interaction
@@ -70,9 +72,13 @@ def replay(guard: Guard, events: list[Interaction], t: np.ndarray,
 
 def bot(user: str, n: int, start: float, seconds: float, stamp: str = "now",
         seed: int = 1) -> tuple[list[Interaction], np.ndarray]:
+    """``stamp``: "now" (arrival), "none", "recent" (spread over the last 4 minutes: live),
+    "forged" (a past one minute apart: historical), "one-past" (one past second)."""
     rng = np.random.default_rng(seed)
     t = start + np.sort(rng.uniform(0, seconds, n))
-    ts = {"now": t, "none": [None] * n, "forged": 880_000_000.0 + 60.0 * np.arange(n)}[stamp]
+    ts = {"now": t, "none": [None] * n, "forged": 880_000_000.0 + 60.0 * np.arange(n),
+          "recent": t - 240.0 + 240.0 * np.arange(n) / n,
+          "one-past": np.full(n, 880_000_000.0)}[stamp]
     items = rng.integers(1000, size=n)
     return [ev(user, f"i{i}", None if s is None else float(s)) for i, s in zip(items, ts)], t
 
@@ -89,13 +95,95 @@ def test_a_bot_at_1000_events_per_second_is_quarantined_and_nobody_else(stamp):
     assert g.decisions[USER_PACE] == (~keep).sum()
 
 
-def test_a_bot_forging_spread_out_timestamps_still_meets_the_rate_limit():
+def test_a_bot_forging_recent_spread_out_timestamps_still_meets_the_rate_limit():
     g = Guard()
-    events, t, source = merge(humans(400, 200, 3.0), bot("bot", 1000, T0 + 1.0, 1.0, "forged"))
+    events, t, source = merge(humans(400, 200, 3.0), bot("bot", 1000, T0 + 1.0, 1.0, "recent"))
     keep, _ = replay(g, events, t)
     assert keep[source == 0].all()
     assert g.quarantined()["users"]["bot"].reason == USER_RATE
     assert not keep[source == 1][-50:].any()          # everything after the flag is held
+
+
+def test_a_bot_forging_a_spread_out_past_is_bounded_by_the_history_budget():
+    """A past stamped one minute apart looks human on its own timeline: the budget of
+    ``history_max_events`` per account is what bounds it."""
+    g = Guard()
+    limit = g.config.history_max_events
+    events, t, source = merge(humans(400, 200, 6.0),
+                              bot("bot", 2 * limit, T0 + 1.0, 4.0, "forged"))
+    keep, _ = replay(g, events, t)
+    assert keep[source == 0].all()
+    assert g.quarantined()["users"]["bot"].reason == USER_HISTORY
+    let_through = int(keep[source == 1].sum())
+    assert limit - 2 * 0.05 * limit / 4.0 <= let_through <= limit   # within a micro-batch
+    assert not keep[source == 1][let_through:].any()
+
+
+def test_a_slow_history_bot_is_bounded_by_what_the_model_holds():
+    """Sent slowly (no window fills up), the engine's history sizes bound it in total."""
+    g = Guard(GuardConfig(history_max_events=500))
+    trained = 0
+    kept_total = 0
+    for minute in range(12):                      # 100 forged past events a minute
+        now = T0 + 60.0 * minute
+        batch = [ev("slow", f"i{minute}-{k}", 880_000_000.0 + 3600.0 * (minute * 100 + k))
+                 for k in range(100)]
+        keep, _ = g.check(batch, np.full(100, now), history_sizes=np.full(100, trained))
+        trained += int(keep.sum())
+        kept_total += int(keep.sum())
+    assert g.quarantined()["users"]["slow"].reason == USER_HISTORY
+    assert kept_total == 500
+
+
+def test_a_history_stamped_with_one_past_time_is_caught_by_its_pace():
+    g = Guard()
+    events, t, source = merge(humans(400, 200, 3.0), bot("bot", 1000, T0 + 1.0, 1.0,
+                                                         "one-past"))
+    keep, _ = replay(g, events, t)
+    assert keep[source == 0].all()
+    assert g.quarantined()["users"]["bot"].reason == USER_PACE
+    assert (~keep[source == 1]).sum() >= 950
+
+
+def power_history(n_users: int = 5, per_user: int = 5000, seed: int = 4
+                  ) -> tuple[list[Interaction], np.ndarray]:
+    """Users with thousands of ratings in sessions of 200 a few seconds apart, years ago;
+    (events in each user's own order, user after user, as an app's export; their times)."""
+    rng = np.random.default_rng(seed)
+    events, times = [], []
+    for u in range(n_users):
+        t = 1_400_000_000.0 + rng.uniform(0, 1e7)
+        for s in range(per_user // 200):
+            ts = t + np.cumsum(np.maximum(1.0, rng.lognormal(np.log(6.0), 0.7, 200)))
+            events += [ev(f"p{u}", f"m{rng.integers(20000)}", float(x), "rating", 4.0)
+                       for x in ts]
+            times.append(ts)
+            t = float(ts[-1]) + 86400.0
+    return events, np.concatenate(times)
+
+
+@pytest.mark.parametrize("record_time", ["arrival", "event"])
+def test_a_backfill_of_power_users_after_live_traffic_quarantines_nobody(record_time):
+    """25,000 ratings of five power users sent as fast as they go while live traffic
+    flows; record timestamps stamped at arrival, or (``event``) with the events' own times
+    as a producer stamps a backfill, user after user."""
+    g = Guard()
+    live, t_live = humans(400, 200, 3.0)
+    replay(g, live, t_live)
+    history, own = power_history()
+    arrival = T0 + 3.0 + np.arange(len(history)) / 100_000
+    if record_time == "event":
+        arrival = own
+    keep, _ = replay(g, history, arrival, batch_s=0.05 if record_time == "arrival" else 1e9)
+    assert keep.all(), g.quarantined()
+    assert g.quarantined() == {"users": {}, "items": {}}
+
+
+def test_running_count_counts_masked_positions_per_key():
+    keys = np.array(["a", "b", "a", "a", "b", "c"])
+    mask = np.array([True, True, False, True, True, False])
+    assert _running_count(keys, mask).tolist() == [1, 1, 0, 2, 2, 0]
+    assert _running_count(keys, np.zeros(6, bool)).tolist() == [0] * 6
 
 
 def hammer(n_users: int, clicks: int, item: str, start: float, seconds: float,
