@@ -19,6 +19,10 @@ from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
+BACKFILL_AFTER_S = 300.0
+"""With ``event_time``, an event whose ``timestamp`` is older than this is sent with its own
+time as the Kafka record timestamp (the guard's ``history_after_s``)."""
+
 
 @dataclass
 class DeliveryReport:
@@ -39,10 +43,21 @@ class EventProducer:
     Events are validated locally first (an invalid event raises ``InvalidEvent`` and is
     counted, nothing is sent), keyed by user id (murmur2, like Java and Faust producers, so a
     user's events stay in order on one partition), and flushed on ``close``/exit.
+
+    ``event_time``: a backfilled event (``timestamp`` more than ``BACKFILL_AFTER_S`` in the
+    past) gets its own time as the Kafka record timestamp (Kafka's CreateTime, event-time
+    semantics), never a future one. Off by default: Kafka's time-based retention and segment
+    rolling read record timestamps, so on a topic with the default ``retention.ms`` (7 days)
+    the closed segments of a backfill stamped with its past are deleted within minutes
+    (measured: docs/guard-notes.md). Turn it on only for an ``interactions`` topic with
+    ``retention.ms=-1``. The guard needs neither: it tells a backfill by the events' own
+    timestamps against their arrival.
     """
 
-    def __init__(self, settings: Settings, **producer_overrides: Any) -> None:
+    def __init__(self, settings: Settings, event_time: bool = False,
+                 **producer_overrides: Any) -> None:
         self.settings = settings
+        self.event_time = event_time
         self.report = DeliveryReport()
         self._producer = Producer(producer_config(settings, **producer_overrides))
         self._closed = False
@@ -61,11 +76,12 @@ class EventProducer:
                 self.report.errors.append(f"{msg.topic()}: {err}")
             log.error("delivery to %s failed: %s", msg.topic(), err)
 
-    def _produce(self, topic: str, key: str, value: bytes, metadata: bool = False) -> None:
+    def _produce(self, topic: str, key: str, value: bytes, metadata: bool = False,
+                 timestamp_ms: int = 0) -> None:
         while True:
             try:
                 self._producer.produce(topic, key=key.encode("utf-8"), value=value,
-                                       on_delivery=self._on_delivery)
+                                       on_delivery=self._on_delivery, timestamp=timestamp_ms)
                 break
             except BufferError:
                 self._producer.poll(0.05)
@@ -85,8 +101,17 @@ class EventProducer:
             self.report.invalid += 1
             raise
         value = orjson.dumps(ev.model_dump(exclude_none=True))
-        self._produce(self.settings.topic_interactions, ev.user_id, value)
+        self._produce(self.settings.topic_interactions, ev.user_id, value,
+                      timestamp_ms=self.record_timestamp_ms(ev.timestamp))
         return ev
+
+    def record_timestamp_ms(self, timestamp: float | None, now: float | None = None) -> int:
+        """The Kafka record timestamp for an event stamped ``timestamp``: 0 (the producer's
+        clock, at send) unless ``event_time`` is on and the event is a backfill."""
+        if not self.event_time or timestamp is None:
+            return 0
+        now = time.time() if now is None else now
+        return int(timestamp * 1000) if timestamp < now - BACKFILL_AFTER_S else 0
 
     def send_user(self, user_id: str, features: Mapping[str, Any]) -> None:
         meta = EntityMetadata(user_id=user_id, features=dict(features))

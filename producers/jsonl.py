@@ -15,12 +15,14 @@ from streamrec.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def produce_jsonl(settings: Settings, path: Path, rate: float | None = None
-                  ) -> tuple[DeliveryReport, list[str]]:
-    """Send every valid line of ``path``; returns the report and one message per bad line."""
+def produce_jsonl(settings: Settings, path: Path, rate: float | None = None,
+                  event_time: bool = False) -> tuple[DeliveryReport, list[str]]:
+    """Send every valid line of ``path``; returns the report and one message per bad line.
+    ``event_time``: backfilled events carry their own time as record timestamp
+    (:class:`~producers.events.EventProducer`)."""
     problems: list[str] = []
     pacer = Pacer(rate)
-    with EventProducer(settings) as producer, open(path, "rb") as f:
+    with EventProducer(settings, event_time=event_time) as producer, open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -24,12 +24,16 @@ def rating_event(ml: MovieLens, k: int) -> dict:
 def replay_movielens(settings: Settings, path: Path | MovieLens, rate: float | None = None,
                      limit: int | None = None, skip_fraction: float = 0.0,
                      metadata: bool = True, progress: bool = True,
-                     on_event: Callable[[int, dict], None] | None = None) -> DeliveryReport:
-    """Send users and items metadata, then ratings ``[skip, skip+limit)`` at ``rate``/s."""
+                     on_event: Callable[[int, dict], None] | None = None,
+                     event_time: bool = False) -> DeliveryReport:
+    """Send users and items metadata, then ratings ``[skip, skip+limit)`` at ``rate``/s.
+
+    ``event_time``: record timestamps are the ratings' own (1997-98) times; see
+    :class:`~producers.events.EventProducer` for why that is off by default."""
     ml = path if isinstance(path, MovieLens) else load_movielens(path)
     start = ml.split_index(skip_fraction)
     stop = len(ml) if limit is None else min(len(ml), start + limit)
-    with EventProducer(settings) as producer:
+    with EventProducer(settings, event_time=event_time) as producer:
         if metadata:
             for uid, feats in ml.user_features.items():
                 producer.send_user(uid, feats)
