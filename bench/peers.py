@@ -210,6 +210,83 @@ class ItemKNNPeer(_WithFallback):
         return self.index.scores([user], self.n_items)[0]
 
 
+class SequentialRulesPeer(_WithFallback):
+    """Sequential rules (Ludewig & Jannach, "Evaluation of session-based recommendation
+    algorithms", 2018): for each positive ``b`` of a user, ``T[a, b] += 1 / gap`` for each of
+    their earlier positives ``a`` at most ``window`` positives back (``gap`` steps); a user's
+    scores are the ``T`` rows of their last ``recent`` positives, weighted ``decay ** k``
+    (``k`` = 0 for the newest). Dense ``T``, updated after every event."""
+
+    def __init__(self, window: int = 5, decay: float = 0.6, recent: int = 5,
+                 name: str | None = None) -> None:
+        super().__init__()
+        self.window, self.decay, self.recent = window, decay, recent
+        self.name = name or f"sequential rules W={window} decay {decay:g}"
+        self.T = np.zeros((0, 0), np.float32)
+
+    def fit_initial(self, events: Events) -> None:
+        n = events.stream.n_items
+        self.T = np.zeros((n, n), np.float32)
+        self.popular.fit_initial(events)
+        u, i = events.positives(self.threshold)
+        for a, b in zip(u.tolist(), i.tolist()):
+            self._add(a, b)
+
+    def _add(self, user: int, item: int) -> None:
+        prev = self.liked.setdefault(user, [])
+        back = prev[-self.window:]
+        if back:
+            gaps = np.arange(len(back), 0, -1, dtype=np.float32)
+            np.add.at(self.T, (np.asarray(back), item), 1.0 / gaps)
+        prev.append(item)
+
+    def update(self, events: Events) -> None:
+        super().update(events)
+        u, i = events.positives(self.threshold)
+        for a, b in zip(u.tolist(), i.tolist()):
+            self._add(a, b)
+
+    def scores(self, user: int) -> np.ndarray:
+        last = self.liked[user][-self.recent:][::-1]          # newest first
+        w = self.decay ** np.arange(len(last), dtype=np.float32)
+        return w @ self.T[last]
+
+
+class BlendPeer(_WithFallback):
+    """``sum(weight * scores / max(scores))`` of peers that share the protocol (each peer is
+    fed every event; each score vector max-normalised before mixing)."""
+
+    def __init__(self, parts: list[tuple[_WithFallback, float]], name: str) -> None:
+        super().__init__()
+        self.parts, self.name = parts, name
+
+    def fit_initial(self, events: Events) -> None:
+        super().fit_initial(events)
+        for peer, _ in self.parts:
+            peer.fit_initial(events)
+
+    def update(self, events: Events) -> None:
+        super().update(events)
+        self._remember(events)
+        for peer, _ in self.parts:
+            peer.update(events)
+
+    def scores(self, user: int) -> np.ndarray:
+        total = None
+        for peer, weight in self.parts:
+            s = peer.scores(user).astype(np.float64)
+            top = s.max()
+            s = s / top * weight if top > 0 else s * 0.0
+            total = s if total is None else total + s
+        return total
+
+
+def sr_knn(knn_weight: float = 0.5, window: int = 5, decay: float = 0.6) -> BlendPeer:
+    """Sequential rules + ``knn_weight`` x item-kNN, both max-normalised (issue #18)."""
+    return BlendPeer([(SequentialRulesPeer(window, decay), 1.0), (ItemKNNPeer(), knn_weight)],
+                     name=f"SR + {knn_weight:g} item-kNN")
+
+
 def plot(summaries: list[dict], path: Path) -> None:
     names = [s["name"] for s in summaries]
     y = np.arange(len(names))

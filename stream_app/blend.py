@@ -27,6 +27,31 @@ def row_moments(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mu[:, None].astype(scores.dtype), sd[:, None].astype(scores.dtype)
 
 
+def blend_terms_into(model_scores: np.ndarray,
+                     terms: list[tuple[np.ndarray, float]]) -> np.ndarray:
+    """``(1 - sum(w)) * z(model) + sum(w * z(term))`` row by row, into ``model_scores``
+    (returned); each term's scores are used as scratch space. Terms with weight 0 are
+    skipped; an all-zero row of a term standardises to zero (it changes nothing)."""
+    terms = [(s, w) for s, w in terms if w > 0]
+    if not terms:
+        return model_scores
+    if len(terms) == 1:
+        return blend_into(model_scores, *terms[0])
+    total = sum(w for _, w in terms)
+    mu_m, sd_m = row_moments(model_scores)
+    a = (1.0 - total) / sd_m
+    shift = -(a * mu_m)
+    np.multiply(model_scores, a, out=model_scores)
+    for scores, w in terms:
+        mu, sd = row_moments(scores)
+        b = w / sd
+        shift -= b * mu
+        np.multiply(scores, b, out=scores)
+        model_scores += scores
+    model_scores += shift
+    return model_scores
+
+
 def blend_into(model_scores: np.ndarray, cooc_scores: np.ndarray, weight: float
                ) -> np.ndarray:
     """``(1 - weight) * z(model) + weight * z(cooc)`` row by row, written into

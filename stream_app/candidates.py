@@ -4,14 +4,15 @@ An exact list scores every item (one BLAS product per micro-batch, then the blen
 exploration and top-N over whole rows): ~1.5 ms a list at 100 k items, ~12 ms at 1 M
 (docs/benchmarks.md). From ``ann_min_items`` items on, the engine scores only candidates
 per user: the IVF index's probe of the model's ranking (:mod:`stream_app.ann`), every item
-the user's co-occurrence score reaches (the neighbours of their recent positives), and a
-seeded uniform sample of items for exploration slots.
+the user's co-occurrence or transition score reaches (the neighbours of their recent
+positives), and a seeded uniform sample of items for exploration slots.
 
 The blend's z-scores still use the whole catalogue's moments, computed exactly without a
 scan: a model score is an inner product with ``[embedding, bias]``, so its mean and variance
 over all items follow from the items' mean vector and second-moment matrix (one small
-product per model update); the co-occurrence row is sparse, so its moments, and its
-covariance with the model's scores, come from its nonzeros, which are all candidates. So a
+product per model update); the co-occurrence and transition rows are sparse, so their
+moments, and their covariances with the model's scores and each other, come from their
+nonzeros, which are all candidates. So a
 candidate's blended score equals the exact path's, and the lists agree whenever the exact
 top-N is among the candidates (recall@20 0.997-0.999 from 10 k to 1 M items, bench/ann.py).
 Exploration draws from the candidates only (the model's best, the co-occurrence neighbours
@@ -95,42 +96,54 @@ def locate(keys: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_items: int
 
 def score_union(user_emb: np.ndarray, items: np.ndarray, void: np.ndarray,
                 item_emb: np.ndarray, item_bias: np.ndarray, moments: ItemMoments,
-                cooc: sp.csr_matrix | None, weight: float, n_items: int
+                terms: list[tuple[sp.csr_matrix, float]], n_items: int
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Blended scores of each user's sorted candidate ``items`` (``-inf`` where ``void``)
-    and each user's standard deviation over the whole catalogue: ``(1 - w) z(model) +
-    w z(cooc)`` with exact moments.
+    and each user's standard deviation over the whole catalogue: ``(1 - sum(w)) z(model) +
+    sum(w z(term))`` with exact moments.
 
-    ``cooc``: (users x n_items) CSR of the co-occurrence scores; every nonzero must be
-    among the candidates (the covariance term is summed over them).
+    ``terms``: (users x n_items) CSR scores (co-occurrence, transitions) and their weights;
+    every nonzero must be among the candidates (the covariance terms are summed over them).
     """
     model = score_candidates(user_emb, np.where(void, -1, items), item_emb, item_bias)
     mu_m, var_m = moments.score_moments(user_emb)
-    if cooc is None or weight <= 0:
-        sd = np.sqrt(var_m)
-        sd[~(sd > 1e-12)] = 1.0
-        return model, sd[:, None].astype(np.float32)
-    n_users = len(items)
-    c = np.zeros(items.size, np.float32)
-    owner = np.repeat(np.arange(n_users), np.diff(cooc.indptr))
-    pos, hit = locate(cell_keys(items, n_items), owner, cooc.indices, n_items)
-    c[pos[hit]] = cooc.data[hit]
-    c = c.reshape(items.shape)
-    csum = np.asarray(cooc.sum(axis=1)).ravel().astype(np.float64)
-    csq = np.bincount(owner, weights=cooc.data.astype(np.float64) ** 2, minlength=n_users)
-    mu_c, var_c = csum / n_items, np.maximum(csq / n_items - (csum / n_items) ** 2, 0.0)
-    finite = np.where(np.isfinite(model), model, 0.0)
-    cov = np.einsum("ij,ij->i", finite, c).astype(np.float64) / n_items - mu_m * mu_c
-    sd_m, sd_c = np.sqrt(var_m), np.sqrt(var_c)
+    terms = [(t, w) for t, w in terms if w > 0 and t is not None]
+    sd_m = np.sqrt(var_m)
     sd_m[~(sd_m > 1e-12)] = 1.0
-    sd_c[~(sd_c > 1e-12)] = 1.0
-    a, b = (1.0 - weight) / sd_m, weight / sd_c
-    shift = -(a * mu_m + b * mu_c)
+    if not terms:
+        return model, sd_m[:, None].astype(np.float32)
+    n_users = len(items)
+    keys = cell_keys(items, n_items)
+    finite = np.where(np.isfinite(model), model, 0.0)
+    a = (1.0 - sum(w for _, w in terms)) / sd_m
+    shift = -(a * mu_m)
+    var = a * a * var_m
+    dense: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []   # (scores, mean, b)
+    for csr, w in terms:
+        c = np.zeros(items.size, np.float32)
+        owner = np.repeat(np.arange(n_users), np.diff(csr.indptr))
+        pos, hit = locate(keys, owner, csr.indices, n_items)
+        c[pos[hit]] = csr.data[hit]
+        c = c.reshape(items.shape)
+        csum = np.asarray(csr.sum(axis=1)).ravel().astype(np.float64)
+        csq = np.bincount(owner, weights=csr.data.astype(np.float64) ** 2, minlength=n_users)
+        mu_c = csum / n_items
+        var_c = np.maximum(csq / n_items - mu_c ** 2, 0.0)
+        sd_c = np.sqrt(var_c)
+        sd_c[~(sd_c > 1e-12)] = 1.0
+        b = w / sd_c
+        shift -= b * mu_c
+        cov = np.einsum("ij,ij->i", finite, c).astype(np.float64) / n_items - mu_m * mu_c
+        var += b * b * var_c + 2 * a * b * cov
+        for c2, mu2, b2 in dense:
+            cov2 = np.einsum("ij,ij->i", c, c2).astype(np.float64) / n_items - mu_c * mu2
+            var += 2 * b * b2 * cov2
+        dense.append((c, mu_c, b))
     model *= a[:, None].astype(np.float32)
-    c *= b[:, None].astype(np.float32)
-    model += c
+    for c, _, b in dense:
+        c *= b[:, None].astype(np.float32)
+        model += c
     model += shift[:, None].astype(np.float32)
-    var = a * a * var_m + b * b * var_c + 2 * a * b * cov
     sd = np.sqrt(np.maximum(var, 0.0))
     sd[~(sd > 1e-12)] = 1.0
     return model, sd[:, None].astype(np.float32)

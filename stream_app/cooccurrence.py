@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from stream_app.sparsecounts import SparseCounts
+from stream_app.transitions import TransitionCounts, gaps_of
 from stream_app.useritems import UserItems
 
 _CHUNK = 65_536
@@ -42,11 +43,14 @@ class CooccurrenceIndex:
     score is built from. ``max_neighbours``: in sparse mode, the counts each item keeps
     after a merge (0: unbounded; dense mode never prunes). Users and items are any
     non-negative ints below 2**31 (engine rows, dataset codes); users should be dense.
+    ``transitions``: also count the order of positives (:mod:`stream_app.transitions`),
+    ``(window, decay, recent)``, from the same positives (nothing more is stored).
     """
 
     def __init__(self, alpha: float = 0.7, recent: int = 20, pair_window: int | None = None,
                  capacity: int = 256, growth: float = 1.5, dense_max: int = 16_384,
-                 max_neighbours: int = 200, merge_min: int = 1 << 21) -> None:
+                 max_neighbours: int = 200, merge_min: int = 1 << 21,
+                 transitions: tuple[int, float, int] | None = None) -> None:
         self.alpha = alpha
         self.recent = recent
         self.pair_window = pair_window
@@ -61,6 +65,11 @@ class CooccurrenceIndex:
         else:
             self._rows = SparseCounts(capacity, **self._sparse_kw)
         self.history = UserItems()
+        self.transitions: TransitionCounts | None = None
+        if transitions is not None:
+            window, decay, recent_t = transitions
+            self.transitions = TransitionCounts(window, decay, recent_t, capacity, dense_max,
+                                                max_neighbours, merge_min)
 
     @property
     def capacity(self) -> int:
@@ -79,7 +88,8 @@ class CooccurrenceIndex:
     def nbytes(self) -> int:
         """Memory held by the counts and the users' positives (for the memory benches)."""
         pairs = self.pairs.nbytes if self.pairs is not None else self._rows.nbytes
-        return self.counts.nbytes + pairs + self.history.nbytes
+        trans = self.transitions.nbytes if self.transitions is not None else 0
+        return self.counts.nbytes + pairs + self.history.nbytes + trans
 
     def pair(self, i: int, j: int) -> float:
         """How many users liked both ``i`` and ``j`` (within the pair window)."""
@@ -102,6 +112,8 @@ class CooccurrenceIndex:
         else:
             self._rows.resize(cap)
         self.counts = counts
+        if self.transitions is not None:
+            self.transitions.ensure(cap)
 
     def _capacity_for(self, items: np.ndarray) -> int:
         """The capacity :meth:`_ensure` reaches growing for ``items`` one at a time, in order
@@ -134,6 +146,9 @@ class CooccurrenceIndex:
         new_items = i[taken]
         self._ensure(self._capacity_for(new_items))
         np.add.at(self.counts, new_items, 1.0)
+        if self.transitions is not None:
+            t_owner, t_prev = self.history.window(u[taken], pos, self.transitions.window)
+            self.transitions.add(new_items[t_owner], t_prev, gaps_of(t_owner, len(taken)))
         owner, prev = self.history.window(u[taken], pos, self.pair_window)
         if not len(owner):
             return
@@ -158,6 +173,16 @@ class CooccurrenceIndex:
         lens = [len(histories[u]) for u in rows]
         items = np.concatenate([np.asarray(histories[u], np.int64) for u in rows])
         self.add(np.repeat(np.asarray(rows, np.int64), lens), items)
+
+    def transition_scores(self, users: Sequence[int] | np.ndarray, n_items: int,
+                          sparse: bool = False) -> np.ndarray | sp.csr_matrix:
+        """(len(users) x n_items) order-aware scores from the users' last positives
+        (:class:`~stream_app.transitions.TransitionCounts`); zeros if not counted."""
+        users = np.asarray(users if isinstance(users, np.ndarray) else list(users), np.int64)
+        if self.transitions is None:
+            return sp.csr_matrix((len(users), n_items), dtype=np.float32) if sparse else \
+                np.zeros((len(users), n_items), np.float32)
+        return self.transitions.scores(self.history, users, n_items, sparse)
 
     def recent_items(self, user: int) -> list[int]:
         """The user's last ``recent`` positives, oldest first (empty for an unknown user)."""

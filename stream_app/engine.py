@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from stream_app.ann import IVFIndex
-from stream_app.blend import blend_into, row_moments
+from stream_app.blend import blend_terms_into, row_moments
 from stream_app.candidates import ItemMoments, mask_seen, padded, score_union, union_rows
 from stream_app.cooccurrence import CooccurrenceIndex
 from stream_app.explore import EXPLORE, Entry, Pick, counter_uniform, explore_picks, picks_of
@@ -26,6 +26,7 @@ from stream_app.model import ModelParams, PaddedLightFM, padded_capacity
 from stream_app.registry import IdRegistry
 from stream_app.topn import Cells, top_n_flat
 from stream_app.useritems import UserItems
+from streamrec.errors import ConfigError
 from streamrec.schema import FALLBACK_KEY, Interaction
 from streamrec.settings import Settings
 
@@ -76,12 +77,19 @@ class Engine:
         self.popularity = Counter()
         self.guard = Guard(GuardConfig.from_settings(settings)) if settings.guard_enabled \
             else None
+        shares = settings.cooc_weight + settings.trans_weight
+        if shares > 1:
+            raise ConfigError(f"cooc_weight + trans_weight is {shares:g}; the blend needs at "
+                              "most 1 (LightFM keeps the rest)")
         self.cooc = CooccurrenceIndex(alpha=settings.cooc_alpha, recent=settings.cooc_recent,
                                       pair_window=settings.cooc_pair_window,
                                       capacity=self.model.item_capacity,
                                       growth=settings.growth_factor,
                                       dense_max=settings.cooc_dense_items,
-                                      max_neighbours=settings.cooc_max_neighbours)
+                                      max_neighbours=settings.cooc_max_neighbours,
+                                      transitions=(settings.trans_window, settings.trans_decay,
+                                                   settings.trans_recent)
+                                      if settings.trans_window > 0 else None)
         self.dirty_users: set[int] = set()
         self.ann: IVFIndex | None = None          # large catalogues: stream_app/candidates.py
         self._ann_touched: list[np.ndarray] = []
@@ -220,18 +228,23 @@ class Engine:
 
     # ----------------------------------------------------------------- lists
     def score_rows(self, user_rows: np.ndarray) -> np.ndarray:
-        """(users x assigned items) ranking scores: LightFM's, blended with co-occurrence.
+        """(users x assigned items) ranking scores: LightFM's, blended with co-occurrence
+        and transitions.
 
         LightFM reacts to a new positive only as fast as SGD moves a row; co-occurrence
-        reacts at once. Blending both wins on prequential hit@10 (docs/evaluation.md).
-        Dummy (unassigned) item rows are never scored: they can never be shown.
+        reacts at once; transitions know what tends to come *next* after the user's last
+        items. Blending them wins on prequential hit@10 (docs/evaluation.md). Dummy
+        (unassigned) item rows are never scored: they can never be shown.
         """
         valid = len(self.items)
+        s = self.settings
         scores = self.model.scores(user_rows, valid)
-        if self.settings.cooc_weight > 0:
-            scores = blend_into(scores, self.cooc.scores(user_rows, valid),
-                                self.settings.cooc_weight)
-        return scores
+        terms = []
+        if s.cooc_weight > 0:
+            terms.append((self.cooc.scores(user_rows, valid), s.cooc_weight))
+        if s.trans_weight > 0 and self.cooc.transitions is not None:
+            terms.append((self.cooc.transition_scores(user_rows, valid), s.trans_weight))
+        return blend_terms_into(scores, terms)
 
     def item_positives(self) -> np.ndarray:
         """Positives per assigned item row (distinct users), the exploration's uncertainty.
@@ -312,24 +325,28 @@ class Engine:
     def candidate_lists(self, user_rows: np.ndarray, n: int, decimals: int | None = None
                         ) -> list[Pick]:
         """:meth:`lists` through candidates: the IVF index's probe of the model's ranking,
-        the co-occurrence neighbours and, for exploration, ``explore_sample`` uniform items;
-        blended with the whole catalogue's exact moments."""
+        the co-occurrence and transition neighbours and, for exploration,
+        ``explore_sample`` uniform items; blended with the whole catalogue's exact
+        moments."""
         s, m, valid = self.settings, self.model, len(self.items)
         i_bias, i_emb = m.item_representations()
         _, u_emb = m.user_representations(user_rows)
         parts = [self._ann_index(i_emb, i_bias).candidates(u_emb, s.ann_candidates or None,
                                                             valid)]
-        cooc = None
+        terms = []
         if s.cooc_weight > 0:
-            cooc = self.cooc.scores_sparse(user_rows, valid)
-            parts.append(padded(cooc))
+            terms.append((self.cooc.scores_sparse(user_rows, valid), s.cooc_weight))
+        if s.trans_weight > 0 and self.cooc.transitions is not None:
+            terms.append((self.cooc.transition_scores(user_rows, valid, sparse=True),
+                          s.trans_weight))
+        parts.extend(padded(t) for t, _ in terms)
         if s.explore_share > 0 and s.explore_sample:
             u = counter_uniform(s.random_seed, self.batch_seq, user_rows, s.explore_sample,
                                 stream=2)
             parts.append(np.minimum((u * valid).astype(np.int64), valid - 1))
         items, void = union_rows(parts)
         scores, sd = score_union(u_emb, items, void, i_emb, i_bias,
-                                 self._moments(i_emb, i_bias), cooc, s.cooc_weight, valid)
+                                 self._moments(i_emb, i_bias), terms, valid)
         mask_seen(scores, items, *self.seen.cells(user_rows), valid)
         picked = top_n_flat(scores, n, scores.shape[1], [])
         if s.explore_share > 0:

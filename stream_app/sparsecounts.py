@@ -113,11 +113,13 @@ class SparseCounts:
         self._pending_len = np.concatenate([self._pending_len, np.zeros(extra, np.int64)])
 
     # ----------------------------------------------------------------- writes
-    def add(self, rows: np.ndarray, cols: np.ndarray) -> None:
-        """Count one occurrence of every (row, col) pair (repeats count repeatedly)."""
+    def add(self, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray | None = None
+            ) -> None:
+        """Count one occurrence of every (row, col) pair (repeats count repeatedly), or
+        ``weights`` of them (whole numbers keep the pruning's fast path)."""
         if not len(rows):
             return
-        delta = csr_from_pairs(rows, cols, self.capacity)
+        delta = csr_from_pairs(rows, cols, self.capacity, weights)
         lens = np.diff(delta.indptr)
         touched = np.flatnonzero(lens)
         self._pending_len[touched] += lens[touched]
@@ -247,11 +249,21 @@ class SparseCounts:
         return w @ gathered
 
 
-def csr_from_pairs(rows: np.ndarray, cols: np.ndarray, capacity: int) -> sp.csr_matrix:
-    """Canonical (sorted, summed) CSR of one count per (row, col) pair."""
-    keys = np.sort(np.asarray(rows, np.int64) * capacity + np.asarray(cols, np.int64))
+def csr_from_pairs(rows: np.ndarray, cols: np.ndarray, capacity: int,
+                   weights: np.ndarray | None = None) -> sp.csr_matrix:
+    """Canonical (sorted, summed) CSR of one count (or ``weights[k]``) per (row, col) pair."""
+    keys = np.asarray(rows, np.int64) * capacity + np.asarray(cols, np.int64)
+    if weights is None:
+        keys = np.sort(keys)
+    else:
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    counts = np.diff(np.r_[starts, len(keys)]).astype(np.float32)
+    if weights is None:
+        counts = np.diff(np.r_[starts, len(keys)]).astype(np.float32)
+    else:
+        counts = np.add.reduceat(np.asarray(weights, np.float64)[order], starts) \
+            .astype(np.float32)
     uniq = keys[starts]
     r = uniq // capacity
     indptr = np.zeros(capacity + 1, np.int64)

@@ -112,6 +112,17 @@ class Settings(BaseSettings):
     cooc_alpha: float = Field(0.7, ge=0, le=1, description="asymmetric cosine exponent")
     cooc_recent: int = Field(20, ge=1, description="a user's last positives that score items")
     cooc_pair_window: int = Field(20, ge=1, description="earlier positives a new one pairs with")
+    trans_weight: float = Field(0.0, ge=0, le=1, description="share of the order-aware "
+                                "transition score (what followed the user's last positives in "
+                                "other users' sequences; stream_app/transitions.py) in the "
+                                "blend with LightFM and co-occurrence (0: not blended)")
+    trans_window: int = Field(5, ge=0, description="a positive counts as following each of "
+                              "the user's previous this-many positives, weight 1 / steps "
+                              "(0: transitions not counted)")
+    trans_decay: float = Field(0.6, gt=0, le=1, description="weight of the k-th newest "
+                               "positive in a user's transition scores: decay ** k")
+    trans_recent: int = Field(5, ge=1, description="a user's last positives whose "
+                              "transitions score items")
     cooc_dense_items: int = Field(
         16_384, ge=1, description="co-occurrence counts stay a dense matrix up to this many "
         "item rows (1 GB at the default), sparse rows beyond (a dense 100 k catalogue would "
