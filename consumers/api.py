@@ -8,14 +8,16 @@ validation errors. Both paths build bodies with the same ``ListBodies``.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the Query bounds from live objects.
+import hmac
 import logging
 import threading
+import time
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, Path, Query, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from consumers.lookup import LookupConsumer
@@ -26,6 +28,13 @@ from streamrec.settings import Settings
 log = logging.getLogger(__name__)
 
 REQUESTS = Counter("streamrec_lookup_requests_total", "recommendation lookups", ["source"])
+REQUEST_SECONDS = Histogram("streamrec_lookup_request_seconds",
+                            "Time to answer a recommendation lookup inside the process (the "
+                            "socket and HTTP parsing not included)",
+                            buckets=(.00001, .000025, .00005, .0001, .00025, .0005, .001,
+                                     .0025, .005, .01, .025, .1))
+BAD_STORED = Counter("streamrec_lookup_bad_stored_total",
+                     "stored lists that could not be read and were served as the fallback")
 
 PREFIX = "/recommendations/"
 CACHED_USERS = 50_000
@@ -39,6 +48,22 @@ def _json(body: bytes, status: int = 200) -> Response:
 def _empty_fallback(user_id: str) -> dict:
     return {"user_id": user_id, "items": [], "model_version": "none", "updated_at": 0.0,
             "source": "fallback"}
+
+
+def _stored(raw: bytes | None) -> dict | None:
+    """A stored list as a dict; a record the store should never have taken (written by an
+    older version, or by hand) counts as missing, so the user is served the fallback and
+    never a 500."""
+    if raw is None:
+        return None
+    try:
+        doc = orjson.loads(raw)
+        if isinstance(doc, dict) and isinstance(doc.get("items"), list):
+            return doc
+    except orjson.JSONDecodeError:
+        pass
+    BAD_STORED.inc()
+    return None
 
 
 Entry = tuple[bytes, Counter]
@@ -87,13 +112,10 @@ class ListBodies:
 
     def _render(self, user_id: str, n: int) -> Entry:
         generation = self._generation
-        raw = self.store.get(user_id)
-        own = raw is not None
-        if own:
-            doc = orjson.loads(raw)
-        else:
-            fb = self.store.get(FALLBACK_KEY)
-            doc = orjson.loads(fb) if fb is not None else _empty_fallback(user_id)
+        doc = _stored(self.store.get(user_id))
+        own = doc is not None
+        if not own:
+            doc = _stored(self.store.get(FALLBACK_KEY)) or _empty_fallback(user_id)
             doc["user_id"] = user_id
             doc["source"] = "fallback"
         doc["items"] = doc["items"][:n]
@@ -147,11 +169,13 @@ class LookupAPI(FastAPI):
     hot response has the same status and headers as the route's.
     """
 
-    def __init__(self, bodies: ListBodies, default_n: int, max_n: int, **kwargs: Any) -> None:
+    def __init__(self, bodies: ListBodies, default_n: int, max_n: int,
+                 token: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.bodies = bodies
         self.default_n = default_n
         self.max_n = max_n
+        self.token = f"Bearer {token}".encode() if token else None
 
     def _n(self, query: bytes) -> int | None:
         if not query:
@@ -182,14 +206,40 @@ class LookupAPI(FastAPI):
             return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = self._hot_body(scope) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        if self.token is not None and scope["path"] not in OPEN_PATHS and \
+                not self._authorised(scope):
+            await _send(send, 401, _UNAUTHORISED, [(b"www-authenticate", b"Bearer")])
+            return
+        t0 = time.perf_counter()
+        body = self._hot_body(scope)
         if body is None:
             await super().__call__(scope, receive, send)
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(body)).encode()),
-                                (b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
+        await _send(send, 200, body)
+        REQUEST_SECONDS.observe(time.perf_counter() - t0)
+
+    def _authorised(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return hmac.compare_digest(value, self.token)
+        return False
+
+
+_UNAUTHORISED = orjson.dumps({"detail": "missing or wrong bearer token (Authorization: Bearer "
+                                        "<STREAMREC_API_TOKEN>)"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+"""What answers without the bearer token: probes of supervisors and load balancers."""
+
+
+async def _send(send: Send, status: int, body: bytes,
+                headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-length", str(len(body)).encode()),
+                            (b"content-type", b"application/json"), *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_api(settings: Settings, store: ListStore | None = None,
@@ -209,7 +259,8 @@ def create_api(settings: Settings, store: ListStore | None = None,
             consumer.join(5)
         store.close()
 
-    app = LookupAPI(bodies, settings.default_n, settings.top_n,
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    app = LookupAPI(bodies, settings.default_n, settings.top_n, token=token,
                     title="streamrec lookup API", version="1",
                     description="Fresh top-N recommendations, as published by the stream worker.",
                     lifespan=lifespan)
@@ -227,17 +278,29 @@ def create_api(settings: Settings, store: ListStore | None = None,
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        if consumer is not None and (consumer.error or not consumer.is_alive()):
-            return _json(orjson.dumps({"status": "error",
-                                       "error": consumer.error or "consumer not running"}), 503)
-        return _json(orjson.dumps({"status": "ok",
-                                   "consumer_ready": bool(consumer and consumer.ready.is_set())}))
+        """200 while the API serves (from the store, even with no broker): liveness."""
+        return _json(orjson.dumps({"status": "ok", **_consumer_state(consumer)}))
+
+    @app.get("/readyz", responses={503: {"description": "not caught up with the topic yet"}})
+    async def readyz() -> Response:
+        """200 once the store has caught up with the recommendations topic, else 503."""
+        state = _consumer_state(consumer)
+        ok = consumer is None or state["consumer_ready"]
+        return _json(orjson.dumps({"status": "ready" if ok else "not ready", **state}),
+                     200 if ok else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(content=generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _consumer_state(consumer: LookupConsumer | None) -> dict[str, Any]:
+    if consumer is None:
+        return {"consumer_ready": False, "consumer_error": None, "lag": None}
+    return {"consumer_ready": consumer.ready.is_set(), "consumer_error": consumer.error,
+            "lag": sum(consumer.lag.values()) if consumer.lag else 0}
 
 
 def run_api(settings: Settings) -> None:

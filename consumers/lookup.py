@@ -1,5 +1,14 @@
 """A background thread that keeps the list store equal to the ``recommendations`` topic,
-minus the items each user has just interacted with (``consumers/seen.py``)."""
+minus the items each user has just interacted with (``consumers/seen.py``).
+
+It never gives up: a broker that is not up yet, goes away or restarts, or a consumer that
+fails for any reason, is retried with backoff (the API keeps serving what the store holds
+meanwhile). Partitions added to the topics are picked up within
+``LOOKUP_METADATA_EVERY_S``. Every list is validated before it is stored (a bad record is
+counted and skipped, never served), and a list older than the stored one for its user is
+skipped (lists of one user in two partitions, after partitions were added, can arrive out
+of order on a re-read).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +17,24 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
+from pydantic import ValidationError
 
 from consumers.seen import RecentSeen, event_user_item, may_list, without_items
 from consumers.store import ListStore
 from streamrec.kafka import consumer_config, readable
+from streamrec.schema import validate_list
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
 RECORDS = Counter("streamrec_lookup_records_total", "recommendation records stored")
+INVALID = Counter("streamrec_lookup_invalid_records_total",
+                  "recommendation records skipped: not a valid list (never stored or served)")
+STALE = Counter("streamrec_lookup_stale_records_total",
+                "lists skipped because the store holds a newer one for that user")
 LAST_UPDATE = Gauge("streamrec_lookup_last_update_timestamp", "when the store last changed")
 LIST_DELAY = Histogram("streamrec_lookup_list_delay_seconds",
                        "A list record's timestamp (when the worker published it) to when it is "
@@ -27,6 +43,17 @@ LIST_DELAY = Histogram("streamrec_lookup_list_delay_seconds",
                                                           .5, 1, 2.5, 5, 10))
 SEEN_FILTERED = Counter("streamrec_lookup_seen_filtered_total",
                         "lists rewritten without items their user has just interacted with")
+CONSUMER_LAG = Gauge("streamrec_lookup_consumer_lag",
+                     "Records of each recommendations partition not yet in the store",
+                     ["topic", "partition"])
+READY = Gauge("streamrec_lookup_ready",
+              "1 once the store has caught up with the recommendations topic")
+RESTARTS = Counter("streamrec_lookup_consumer_restarts_total",
+                   "times the lookup consumer failed and was started again")
+
+METADATA_EVERY_S = 10.0
+"""How often the consumer looks for partitions added to its topics."""
+LAG_EVERY_S = 1.0
 
 
 class LookupConsumer(threading.Thread):
@@ -39,40 +66,183 @@ class LookupConsumer(threading.Thread):
         self.store = store
         self._halt = threading.Event()
         self.ready = threading.Event()
+        """Set once the store caught up with the topic's end as of the first assignment."""
         self.error: str | None = None
+        """The last failure, cleared when the consumer runs again."""
         self.partitions: list[int] = []
+        self.lag: dict[int, int] = {}
+        self._targets: dict[int, int] = {}
+        self._event_parts: set[int] = set()
         self.seen = RecentSeen(settings.lookup_seen_users, settings.lookup_seen_per_user) \
             if settings.lookup_seen_filter else None
 
     def stop(self) -> None:
         self._halt.set()
 
-    def _partitions(self, consumer: Consumer, topic: str) -> list[int]:
+    # ----------------------------------------------------------------- supervision
+    def run(self) -> None:
+        """Consume until stopped; any failure is logged, counted and retried with backoff."""
+        delay = 0.5
         while not self._halt.is_set():
-            md = consumer.list_topics(topic, timeout=5)
+            try:
+                self._session()
+                return
+            except Exception as exc:  # the broker is away, or anything else: never give up
+                self.error = f"{type(exc).__name__}: {exc}"
+                RESTARTS.inc()
+                log.warning("lookup consumer stopped (%s); starting it again in %.1f s "
+                            "(serving the stored lists meanwhile)", self.error, delay)
+                self._halt.wait(delay)
+                delay = min(30.0, delay * 2)
+
+    def _session(self) -> None:
+        conf = consumer_config(self.settings, self.settings.lookup_commit_group or
+                               f"streamrec-lookup-{uuid.uuid4().hex[:8]}",
+                               **{"fetch.wait.max.ms": self.settings.fetch_wait_ms,
+                                  "fetch.queue.backoff.ms": 1})
+        consumer = Consumer(conf)
+        try:
+            offsets = {str(k): v for k, v in self.store.offsets().items()}
+            self._assign(consumer, offsets)
+            self.error = None
+            checked = committed = lagged = time.monotonic()
+            while not self._halt.is_set():
+                first = consumer.poll(1.0)  # returns as soon as a list arrives
+                if first is not None:
+                    self._consume(consumer, [first, *consumer.consume(5000, 0)], offsets)
+                now = time.monotonic()
+                if now - lagged >= LAG_EVERY_S:
+                    lagged = now
+                    self._update_lag(consumer, offsets)
+                if now - checked >= METADATA_EVERY_S:
+                    checked = now
+                    self._add_new_partitions(consumer, offsets)
+                if self.settings.lookup_commit_group and now - committed >= 5.0:
+                    committed = now
+                    self._commit(consumer, offsets)
+        finally:
+            consumer.close()
+
+    # ----------------------------------------------------------------- assignment
+    def _topic_partitions(self, consumer: Consumer, topic: str, wait: bool) -> list[int]:
+        while not self._halt.is_set():
+            md = consumer.list_topics(topic, timeout=5)   # raises while the broker is away
             t = md.topics.get(topic)
             if t is not None and t.error is None and t.partitions:
                 return sorted(t.partitions)
+            if not wait:
+                return []
             log.info("waiting for topic %s to exist", topic)
-            time.sleep(1)
+            self._halt.wait(1)
         return []
 
-    def _assign(self, consumer: Consumer) -> None:
+    def _assign(self, consumer: Consumer, offsets: dict[str, int]) -> None:
         topic = self.settings.topic_recommendations
-        self.partitions = self._partitions(consumer, topic)
-        stored = self.store.offsets()
-        tps = [TopicPartition(topic, p, stored.get(str(p), OFFSET_BEGINNING))
+        self.partitions = self._topic_partitions(consumer, topic, wait=True)
+        tps = [TopicPartition(topic, p, offsets.get(str(p), OFFSET_BEGINNING))
                for p in self.partitions]
-        if self.seen is not None:
-            # Only events from now on matter: lists published later already exclude older
-            # ones. Start at the reported end (on Tansu it can be a little before the end,
-            # which only re-reads a few events).
-            events = self.settings.topic_interactions
-            for p in self._partitions(consumer, events):
-                _, high = consumer.get_watermark_offsets(TopicPartition(events, p), timeout=5)
-                tps.append(TopicPartition(events, p, max(high, 0)))
+        for p in self.partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+            self._targets.setdefault(p, high)
+        tps += self._event_partitions(consumer, self._topic_partitions(
+            consumer, self.settings.topic_interactions, wait=False))
         consumer.assign(tps)
-        log.info("lookup consumer assigned %s from %s", self.partitions, stored or "beginning")
+        log.info("lookup consumer assigned %s from %s", self.partitions, offsets or "beginning")
+
+    def _event_partitions(self, consumer: Consumer, parts: list[int]) -> list[TopicPartition]:
+        """Interactions partitions for the seen filter, from their end: only events from now
+        on matter (lists published later already exclude older ones)."""
+        if self.seen is None:
+            return []
+        events = self.settings.topic_interactions
+        self._event_parts |= set(parts)
+        out = []
+        for p in parts:
+            _, high = consumer.get_watermark_offsets(TopicPartition(events, p), timeout=5)
+            out.append(TopicPartition(events, p, max(high, 0)))
+        return out
+
+    def _add_new_partitions(self, consumer: Consumer, offsets: dict[str, int]) -> None:
+        """Partitions added to the topics since the assignment: read lists from their
+        beginning, events from their end."""
+        topic = self.settings.topic_recommendations
+        lists = [p for p in self._topic_partitions(consumer, topic, wait=False)
+                 if p not in self.partitions]
+        events = []
+        if self.seen is not None:
+            events = [p for p in self._topic_partitions(
+                consumer, self.settings.topic_interactions, wait=False)
+                if p not in self._event_parts]
+        if not lists and not events:
+            return
+        tps = [TopicPartition(topic, p, offsets.get(str(p), OFFSET_BEGINNING)) for p in lists]
+        tps += self._event_partitions(consumer, events)
+        consumer.incremental_assign(tps)
+        self.partitions = sorted([*self.partitions, *lists])
+        log.info("lookup consumer added partitions: lists %s, events %s", lists, events)
+
+    # ----------------------------------------------------------------- progress
+    def _update_lag(self, consumer: Consumer, offsets: dict[str, int]) -> None:
+        """Lag per lists partition from the cached high watermark; ready once every
+        partition reached the end it had when the lookup first assigned it."""
+        topic = self.settings.topic_recommendations
+        for p in self.partitions:
+            try:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                self.lag[p] = max(0, high - offsets.get(str(p), 0))
+                CONSUMER_LAG.labels(topic, str(p)).set(self.lag[p])
+        if not self.ready.is_set() and all(offsets.get(str(p), 0) >= self._targets.get(p, 0)
+                                           for p in self.partitions):
+            self.ready.set()
+            READY.set(1)
+            log.info("lookup store caught up with %s", topic)
+
+    def _commit(self, consumer: Consumer, offsets: dict[str, int]) -> None:
+        """Publish positions under ``lookup_commit_group`` for standard lag tools."""
+        tps = [TopicPartition(self.settings.topic_recommendations, int(p), off)
+               for p, off in offsets.items()]
+        if tps:
+            try:
+                consumer.commit(offsets=tps, asynchronous=True)
+            except KafkaException as exc:
+                log.debug("lookup commit skipped: %s", exc)
+
+    # ----------------------------------------------------------------- records
+    def _consume(self, consumer: Consumer, msgs: list, offsets: dict[str, int]) -> None:
+        batch, published = self._filtered(msgs, offsets)
+        if batch:
+            self.store.apply(batch, offsets)
+            now = time.time()
+            for ts in published:
+                LIST_DELAY.observe(max(0.0, now - ts))
+            RECORDS.inc(len(batch))
+            LAST_UPDATE.set(time.time())
+        elif published:     # only skipped records: still move the stored offsets
+            self.store.apply([], offsets)
+
+    def _accepted(self, key: bytes, value: bytes | None,
+                  writes: dict[bytes, bytes | None]) -> bool:
+        """A valid list, not older than the one stored (or about to be) for its user."""
+        if value is None:
+            return True     # a tombstone deletes the user's list
+        try:
+            updated = validate_list(value)
+        except (ValidationError, ValueError) as exc:
+            INVALID.inc()
+            log.warning("skipping an invalid list for %r: %s", key[:64], str(exc)[:200])
+            return False
+        current = writes[key] if key in writes else self.store.get_raw(key)
+        if current is not None:
+            try:
+                if updated < orjson.loads(current).get("updated_at", 0.0):
+                    STALE.inc()
+                    return False
+            except (orjson.JSONDecodeError, AttributeError, TypeError):
+                pass
+        return True
 
     def _filtered(self, msgs: list, offsets: dict[str, int]
                   ) -> tuple[list[tuple[bytes, bytes | None]], list[float]]:
@@ -90,9 +260,9 @@ class LookupConsumer(threading.Thread):
                 _, ts = m.timestamp()
                 if ts > 0:
                     published.append(ts / 1000.0)
-                if key is None:
-                    continue
                 value = m.value()
+                if key is None or not self._accepted(key, value, writes):
+                    continue
                 recent = (seen.items_of(key.decode("utf-8", "replace")) if seen is not None
                           else None)
                 if value is not None and recent:
@@ -116,31 +286,3 @@ class LookupConsumer(threading.Thread):
                         writes[ukey] = rewritten
                         SEEN_FILTERED.inc()
         return list(writes.items()), published
-
-    def run(self) -> None:
-        conf = consumer_config(self.settings, f"streamrec-lookup-{uuid.uuid4().hex[:8]}",
-                               **{"fetch.wait.max.ms": self.settings.fetch_wait_ms,
-                                  "fetch.queue.backoff.ms": 1})
-        consumer = Consumer(conf)
-        try:
-            self._assign(consumer)
-            self.ready.set()
-            offsets = {str(k): v for k, v in self.store.offsets().items()}
-            while not self._halt.is_set():
-                first = consumer.poll(1.0)  # returns as soon as a list arrives
-                if first is None:
-                    continue
-                msgs = [first, *consumer.consume(5000, 0)]
-                batch, published = self._filtered(msgs, offsets)
-                if batch:
-                    self.store.apply(batch, offsets)
-                    now = time.time()
-                    for ts in published:
-                        LIST_DELAY.observe(max(0.0, now - ts))
-                    RECORDS.inc(len(batch))
-                    LAST_UPDATE.set(time.time())
-        except Exception as exc:  # keep the API up and say why in /healthz
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("lookup consumer stopped")
-        finally:
-            consumer.close()

@@ -34,6 +34,10 @@ class ListStore:
     def get(self, user_id: str) -> bytes | None:
         return self.db.get(b"l:" + user_id.encode("utf-8"))
 
+    def get_raw(self, key: bytes) -> bytes | None:
+        """The stored list under a record key (the user id's bytes as published)."""
+        return self.db.get(b"l:" + key)
+
     def offsets(self) -> dict[str, int]:
         raw = self.db.get(_OFFSETS)
         return orjson.loads(raw) if raw else {}

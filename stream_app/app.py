@@ -1,14 +1,19 @@
-"""The Faust app: one agent micro-batches the worker's topics into ``Worker.handle``.
+"""The Faust app around the worker, and how the worker process runs, stops and fails.
 
-Reads ``interactions``, ``users`` and ``items`` through one agent, so metadata and events go
-through the same batch path and the same offset bookkeeping. Offsets Faust commits are only
-ever of records already in the worker's write-ahead log, so a crash loses nothing; records
-below the offsets stored with the state are skipped, so a redelivery applies nothing twice.
+One task (``ingest="batch"``, default) or agent (``"agent"``) micro-batches the worker's
+topics into ``Worker.handle``; timers checkpoint and refresh lists. Records below the
+offsets stored with the state are skipped, so a redelivery applies nothing twice.
+
+Exit: a signal stops the worker cleanly (exit 0, state checkpointed). A broker that is not
+up yet, goes away or restarts is waited for, never fatal. Anything else that escapes the
+app is a crash: :class:`WorkerCrashed` (the CLI exits 1 with one line), no checkpoint of a
+possibly half-applied batch; the next start restores the last checkpoint and the WAL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from pathlib import Path
@@ -18,8 +23,10 @@ from aiokafka.errors import KafkaError
 from faust.app.base import BootStrategy
 
 from stream_app import metrics
-
+from stream_app.health import serve_health
 from stream_app.worker import Worker
+from streamrec.errors import BrokerUnavailable, StreamrecError
+from streamrec.kafka import is_transient
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,8 +80,32 @@ class _BatchApp(faust.App):
     BootStrategy = _NoKafkaBoot
 
 
-def create_app(settings: Settings, worker: Worker) -> faust.App:
-    """A Faust app bound to a started ``Worker`` (restored or bootstrapped already)."""
+class WorkerCrashed(StreamrecError):
+    """Something other than a broker outage stopped the worker's app."""
+
+
+def _recorded(failures: list[BaseException]):
+    """Decorate an agent, task or timer body: remember what escapes it, so that the run
+    loop can tell a crash from a stop (Faust turns both into ``SystemExit``)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        async def body(*args, **kwargs):
+            try:
+                return await fn(*args, **kwargs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures.append(exc)
+                raise
+        return body
+    return wrap
+
+
+def create_app(settings: Settings, worker: Worker,
+               failures: list[BaseException] | None = None) -> faust.App:
+    """A Faust app bound to a started ``Worker`` (restored or bootstrapped already);
+    exceptions escaping its agent, task or timers are appended to ``failures``."""
+    recorded = _recorded(failures if failures is not None else [])
     if settings.ingest == "agent":
         app = faust.App(settings.worker_group, autodiscover=False,
                         **faust_broker_options(settings))
@@ -82,17 +113,19 @@ def create_app(settings: Settings, worker: Worker) -> faust.App:
         app = _BatchApp(f"{settings.worker_group}-app", autodiscover=False,
                         **faust_broker_options(settings))
     if settings.ingest == "agent":
-        _add_agent(app, settings, worker)
+        _add_agent(app, settings, worker, recorded)
     else:
-        _add_batch_task(app, settings, worker)
+        _add_batch_task(app, settings, worker, recorded)
 
     @app.timer(interval=1.0)
+    @recorded
     async def checkpoint_when_due() -> None:
         worker.maybe_checkpoint()
 
     refresh_tick = 0.1
 
     @app.timer(interval=refresh_tick)
+    @recorded
     async def refresh_lists_after_swap() -> None:
         worker.refresh_some(max(1, int(settings.refresh_rate * refresh_tick)))
         if settings.ingest == "agent":   # the batch task publishes between its polls
@@ -101,13 +134,14 @@ def create_app(settings: Settings, worker: Worker) -> faust.App:
     return app
 
 
-def _add_agent(app: faust.App, settings: Settings, worker: Worker) -> None:
+def _add_agent(app: faust.App, settings: Settings, worker: Worker, recorded) -> None:
     """``ingest="agent"``: the Faust way, one agent micro-batching with ``take_events``."""
     channel = app.topic(settings.topic_interactions, settings.topic_users, settings.topic_items,
                         settings.topic_released, settings.topic_control, key_type=bytes,
                         value_type=bytes)
 
     @app.agent(channel, name="learn")
+    @recorded
     async def learn(stream: faust.StreamT) -> None:
         metrics.READY.set(1)
         async for events in stream.take_events(settings.max_batch,
@@ -117,12 +151,13 @@ def _add_agent(app: faust.App, settings: Settings, worker: Worker) -> None:
             worker.handle(records, backlog=len(records) >= settings.max_batch)
 
 
-def _add_batch_task(app: faust.App, settings: Settings, worker: Worker) -> None:
+def _add_batch_task(app: faust.App, settings: Settings, worker: Worker, recorded) -> None:
     """``ingest="batch"``: a Faust task reads whole fetch batches with librdkafka (in a
     thread) and applies them on the event loop, where the timers run too."""
     from stream_app.ingest import BatchConsumer
 
     @app.task
+    @recorded
     async def learn_batches() -> None:
         loop = asyncio.get_running_loop()
         consumer = BatchConsumer(settings, worker)  # READY once its partitions are assigned
@@ -143,43 +178,86 @@ def _add_batch_task(app: faust.App, settings: Settings, worker: Worker) -> None:
 
 
 def run_worker(settings: Settings, progress: bool = True, loglevel: str = "INFO") -> None:
-    """Start (restore or bootstrap) the worker, then run the Faust app until stopped."""
-    from faust.worker import Worker as FaustWorker
+    """Start (restore or bootstrap) the worker, then run the Faust app until a signal stops
+    it. Broker outages are waited out; any other failure raises :class:`WorkerCrashed`."""
+    from threadpoolctl import threadpool_limits
 
     from streamrec.broker import ensure_topics, wait_for_broker
 
-    wait_for_broker(settings.bootstrap_servers, settings.broker_wait_s, settings.kafka_common())
-    ensure_topics(settings)
-    if settings.worker_metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.worker_metrics_port, addr=settings.http_host)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(settings.blas_threads, user_api="blas")
-    worker = Worker(settings, progress=progress)
-    worker.start()
-    # What start() built (model, registries, per-user state) lives as long as the worker:
-    # move it out of the collector's way, so full collections stay short (GC_PAUSE).
-    gc.collect()
-    gc.freeze()
-    metrics.watch_gc()
+    worker = Worker(settings, progress=progress)   # takes the state dir's lock first
+    crashed = True
     try:
-        while True:
-            asyncio.set_event_loop(asyncio.new_event_loop())
-            app = create_app(settings, worker)
-            try:
-                FaustWorker(app, loglevel=loglevel, quiet=True,
-                            redirect_stdouts=False).execute_from_commandline()
-            except SystemExit:
-                return  # stopped by a signal (or Faust's own clean exit)
-            except (KafkaError, ConnectionError, OSError) as exc:
-                # The broker went away while Faust was (re)connecting: our state is intact
-                # (WAL + checkpoint), so wait for the broker and start the app again.
-                metrics.READY.set(0)
-                log.warning("Faust app stopped (%s); restarting it when the broker answers",
-                            exc)
-                wait_for_broker(settings.bootstrap_servers, 3600, settings.kafka_common())
+        if settings.worker_metrics_port:
+            serve_health(settings.http_host, settings.worker_metrics_port, worker.readiness)
+        wait_for_broker(settings.bootstrap_servers, settings.broker_wait_s,
+                        settings.kafka_common(), what="worker")
+        ensure_topics(settings)
+        threadpool_limits(settings.blas_threads, user_api="blas")
+        _start(worker, settings)
+        # What start() built (model, registries, per-user state) lives as long as the
+        # worker: move it out of the collector's way, so full collections stay short.
+        gc.collect()
+        gc.freeze()
+        metrics.watch_gc()
+        while _run_app(settings, worker, loglevel) == "broker":
+            metrics.READY.set(0)
+            wait_for_broker(settings.bootstrap_servers, 0, settings.kafka_common(),
+                            what="worker")
+        crashed = False
     finally:
-        worker.close()
-        log.info("worker stopped; state checkpointed at offsets %s", worker.engine.offsets)
+        worker.close(checkpoint=not crashed)
+        if worker.engine is not None and not crashed:
+            log.info("worker stopped; state checkpointed at offsets %s", worker.engine.offsets)
+
+
+def _start(worker: Worker, settings: Settings) -> None:
+    """Restore or bootstrap; a broker that goes away meanwhile is waited for, then the
+    start begins again (a bootstrap replay cannot resume half-way)."""
+    from streamrec.broker import wait_for_broker
+
+    while True:
+        try:
+            worker.start()
+            return
+        except BrokerUnavailable as exc:
+            log.warning("worker start interrupted (%s); retrying when the broker answers", exc)
+            wait_for_broker(settings.bootstrap_servers, 0, settings.kafka_common(),
+                            what="worker")
+
+
+def _run_app(settings: Settings, worker: Worker, loglevel: str) -> str:
+    """Run the Faust app once: ``"stopped"`` after a signal, ``"broker"`` if the broker
+    went away under it; raise :class:`WorkerCrashed` for anything else."""
+    from faust.worker import Worker as FaustWorker
+
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    failures: list[BaseException] = []
+    app = create_app(settings, worker, failures)
+    fw = FaustWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    try:
+        fw.execute_from_commandline()
+    except SystemExit as exc:
+        cause = failures[0] if failures else (app.crash_reason or fw.crash_reason)
+        if cause is None and exc.code in (0, None):
+            return "stopped"
+        if cause is not None and _transient(cause):
+            log.warning("the app stopped on a broker error (%s); restarting it when the "
+                        "broker answers", cause)
+            return "broker"
+        what = (f"{type(cause).__name__}: {cause}" if cause is not None
+                else f"Faust exited with code {exc.code}")
+        if cause is not None:
+            log.error("worker crashed", exc_info=cause)
+        raise WorkerCrashed(
+            f"worker crashed ({what}); its state is safe up to the last checkpoint and WAL. "
+            "Start it again (under systemd or Kubernetes, restart on failure does)") from None
+    except (KafkaError, ConnectionError) as exc:
+        log.warning("the app stopped (%s); restarting it when the broker answers", exc)
+        return "broker"
+    return "stopped"
+
+
+def _transient(exc: BaseException) -> bool:
+    """A broker outage seen by Faust's own clients (agent ingest) or by librdkafka."""
+    return isinstance(exc, (KafkaError, ConnectionError, BrokerUnavailable)) or \
+        is_transient(exc)

@@ -23,6 +23,9 @@ from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
+LAG_EVERY_S = 1.0
+"""How often the consumer-lag gauges are refreshed."""
+
 
 class BatchConsumer:
     """Subscribes to the worker's topics; ``poll_batch`` returns up to ``n`` records."""
@@ -40,12 +43,15 @@ class BatchConsumer:
         self.topics = [settings.topic_interactions, settings.topic_users, settings.topic_items,
                        settings.topic_released, settings.topic_control]
         self.consumer.subscribe(self.topics, on_assign=self._on_assign)
+        self._assigned: list[TopicPartition] = []
+        self._lag_at = 0.0
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         offsets = self.worker.engine.offsets
         for tp in partitions:
             tp.offset = offsets.get(f"{tp.topic}:{tp.partition}", OFFSET_BEGINNING)
         consumer.assign(partitions)
+        self._assigned = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
         log.info("ingest assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in partitions])
         metrics.READY.set(1)  # only now does an event reach the model (group joined)
 
@@ -57,6 +63,8 @@ class BatchConsumer:
             if self._closed:
                 return []
             first = self.consumer.poll(timeout)
+            if time.monotonic() - self._lag_at >= LAG_EVERY_S:
+                self._update_lag()
             if first is None:
                 return []
             msgs = [first, *self.consumer.consume(n - 1, 0)] if n > 1 else [first]
@@ -67,6 +75,25 @@ class BatchConsumer:
             out.append((m.topic(), m.partition(), m.offset(), m.key(), m.value(),
                         ts / 1000.0 if ts and ts > 0 else now))
         return out
+
+    def _update_lag(self) -> None:
+        """Records per assigned partition not yet in the state: the high watermark of the
+        last fetch response (librdkafka's cache, no request) minus the state's offset.
+        Exported as gauges (dashboards, alerts) and kept on the worker for ``/readyz``."""
+        self._lag_at = time.monotonic()
+        offsets = self.worker.engine.offsets
+        lag: dict[str, int] = {}
+        for tp in self._assigned:
+            try:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            except Exception:   # no fetch response for it yet
+                continue
+            if high < 0:
+                continue
+            key = f"{tp.topic}:{tp.partition}"
+            lag[key] = behind = max(0, high - offsets.get(key, 0))
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(behind)
+        self.worker.lag = lag
 
     def behind(self, records: list[Record], n: int) -> bool:
         """A backlog waits after this batch: it was full, or a partition's high watermark

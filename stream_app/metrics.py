@@ -28,6 +28,14 @@ LIST_WAIT = Histogram("streamrec_worker_list_wait_seconds",
                       "From the first event a list lacks being applied to the list being "
                       "published: 0 when caught up, up to list_max_delay_s under load",
                       buckets=HOP_BUCKETS)
+EVENT_TO_LIST = Histogram("streamrec_worker_event_to_list_seconds",
+                          "From an event's record timestamp (when it was produced) to the "
+                          "list reflecting it being published: the worker's share of freshness",
+                          buckets=HOP_BUCKETS)
+CONSUMER_LAG = Gauge("streamrec_worker_consumer_lag",
+                     "Records in each input partition not yet in the worker's state (high "
+                     "watermark of the last fetch minus the state's offset)",
+                     ["topic", "partition"])
 CHECKPOINTS = Counter("streamrec_worker_checkpoints_total", "State checkpoints written")
 CHECKPOINT_SECONDS = Histogram("streamrec_worker_checkpoint_seconds",
                                "Checkpoint time: 'snapshot' on the event loop between "

@@ -496,6 +496,16 @@ def write_snapshot(path: Path, arrays: dict[str, np.ndarray], doc: dict) -> None
     _atomic_write(path, lambda f: np.savez(f, **arrays))
     _atomic_write(path.with_suffix(".json"),
                   lambda f: f.write(json.dumps(doc, separators=(",", ":")).encode()))
+    fsync_dir(path.parent)   # the renames themselves survive a power cut
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so that files created or renamed in it are durable (POSIX)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _atomic_write(path: Path, write: Callable) -> None:

@@ -15,7 +15,9 @@ them, records above them are applied once. Nothing is trusted that is newer than
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 from stream_app.engine import Engine
 from stream_app.guard import Guard, GuardConfig
@@ -37,6 +39,8 @@ from streamrec.settings import Settings
 log = logging.getLogger(__name__)
 
 
+_SYNC = WriteOptions()
+_SYNC.sync = True
 _CHECKPOINT = b"meta:checkpoint"
 _OFFSETS = b"meta:offsets"
 _POPULAR = b"meta:popular"
@@ -55,6 +59,26 @@ class Snapshot:
     offsets: dict[str, int]
 
 
+def _lock_dir(root: Path):
+    """Hold ``root/worker.lock`` for this process's lifetime: one worker per state dir.
+    RocksDB would refuse a second one too, with a raw "lock hold by" error mid-start."""
+    fh = open(root / "worker.lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise ModelStateError(f"another worker ({holder}) is running on the state dir "
+                              f"{root.parent}; stop it first, or give this one its own "
+                              "--state-dir") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}")
+    fh.flush()
+    return fh
+
+
 def _row_key(prefix: bytes, row: int) -> bytes:
     return prefix + b"%010d" % row
 
@@ -66,9 +90,17 @@ class WorkerStore:
         self.root = Path(state_dir) / "worker"
         self.models = self.root / "models"
         self.models.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_dir(self.root)
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
-        self.db = Rdict(str(self.root / "state.rdb"), opts)
+        try:
+            self.db = Rdict(str(self.root / "state.rdb"), opts)
+        except Exception as exc:   # rocksdict raises a bare Exception with RocksDB's text
+            self._lock.close()
+            raise ModelStateError(
+                f"the worker's state store {self.root / 'state.rdb'} cannot be opened ({exc}). "
+                f"If it is corrupt, move {self.root} aside: the worker then rebuilds its "
+                "state from the topics") from None
         last = self._last_key(b"wal:")
         cp = self.db.get(_CHECKPOINT)
         self.wal_seq = max(int(last[4:]) if last else 0,
@@ -79,6 +111,7 @@ class WorkerStore:
 
     def close(self) -> None:
         self.db.close()
+        self._lock.close()
 
     # ----------------------------------------------------------------- iteration
     def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -95,7 +128,10 @@ class WorkerStore:
 
     # ----------------------------------------------------------------- WAL
     def append_wal(self, records: list[Record]) -> int:
-        """Durably log a batch before it is applied; returns its sequence number."""
+        """Log a batch before it is applied; returns its sequence number. Not synced: a
+        process crash (``kill -9``) loses nothing (the write is in the OS already); a power
+        cut may lose entries after the last checkpoint, and those records are read again
+        from Kafka at the checkpoint's offsets (group commit: the next checkpoint syncs)."""
         self.wal_seq += 1
         doc = [[t, p, o, k.decode("utf-8", "replace") if k is not None else None,
                 v.decode("utf-8", "replace") if v is not None else None, ts]
@@ -149,7 +185,10 @@ class WorkerStore:
         arrays, doc = engine.model.snapshot(meta, into=self._model_buffers)
         wb = WriteBatch(raw_mode=True)
         if full:
-            wb.delete_range(b"\x00", b"\xff")
+            # every key but the WAL entries after ``seq``: those were appended after this
+            # snapshot and must be replayed after it (deleted below up to ``seq``)
+            wb.delete_range(b"\x00", b"wal:")
+            wb.delete_range(b"wal:\xff", b"\xff")
         for prefix, reg in ((b"reg:u:", engine.users), (b"reg:i:", engine.items)):
             for row, ident in reg.unpersisted():
                 wb.put(_row_key(prefix, row), ident.encode())
@@ -180,11 +219,13 @@ class WorkerStore:
         return Snapshot(self.models / name, arrays, doc, wb, meta["offsets"])
 
     def write(self, snap: "Snapshot") -> None:
-        """Write a snapshot: model files first (fsynced), then the one RocksDB batch that
-        names them, then drop older model files. Safe to run in a thread."""
+        """Write a snapshot: model files first (fsynced, renamed, directory fsynced), then
+        the one RocksDB batch that names them, synced (and with it every WAL entry before
+        it), then drop older model files. Safe to run in a thread. After a power cut the
+        state is this checkpoint or the one before, each whole."""
         t0 = time.perf_counter()
         write_snapshot(snap.path, snap.arrays, snap.doc)
-        self.db.write(snap.batch)
+        self.db.write(snap.batch, _SYNC)
         for old in self.models.glob("model-*"):
             if old.stem != snap.path.stem:
                 old.unlink(missing_ok=True)

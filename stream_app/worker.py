@@ -51,6 +51,7 @@ class Worker:
         self._dirty = False
         self._refresh_queue: list[int] = []
         self._pending: dict[int, float] = {}     # user row -> when its list fell behind
+        self._pending_ts: dict[int, float] = {}  # user row -> oldest record time it lacks
         self._in_flight: dict[bytes, int] = {}   # list key -> lists produced, not yet acked
         self._fallback_dirty = False
         self._last_fallback = 0.0
@@ -62,6 +63,7 @@ class Worker:
         self._write_s = 0.0
         self._list_s = 1e-4                      # seconds per list (moving average)
         self.on_checkpoint: Callable[[dict[str, int]], None] | None = None
+        self.lag: dict[str, int] | None = None   # records behind per partition (batch ingest)
 
     # ----------------------------------------------------------------- start
     def start(self) -> Engine:
@@ -141,15 +143,17 @@ class Worker:
         step = max(1, len(records) // 64)   # a systematic sample keeps the histogram cheap
         for rec in records[::step]:
             metrics.INGEST_DELAY.observe(max(0.0, now - rec[5]))
-        res = self._apply(records, wal=True)
-        lag = max(0.0, now - min(rec[5] for rec in records)) if backlog else 0.0
+        oldest = min(rec[5] for rec in records)
+        res = self._apply(records, wal=True, oldest=oldest)
+        lag = max(0.0, now - oldest) if backlog else 0.0
         self.publish_due(backlog, lag_s=lag)
         self.maybe_checkpoint()
         metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
         metrics.BATCH_SIZE.observe(len(records))
         return res
 
-    def _apply(self, records: list[Record], wal: bool) -> BatchResult:
+    def _apply(self, records: list[Record], wal: bool, oldest: float | None = None
+               ) -> BatchResult:
         engine = self.engine
         fresh = [r for r in records if not engine.is_applied(r[0], r[1], r[2])]
         if len(fresh) < len(records):
@@ -170,7 +174,7 @@ class Worker:
         metrics.EVENTS.labels("metadata").inc(res.metadata)
         self._publish_invalid(res)
         self._publish_quarantined(res)
-        self._mark(res.affected_users)
+        self._mark(res.affected_users, oldest)
         if res.outcome.positives:
             self._fallback_dirty = True
         self._update_gauges()
@@ -181,13 +185,16 @@ class Worker:
         return res
 
     # ----------------------------------------------------------------- lists that follow load
-    def _mark(self, rows: Iterable[int]) -> None:
-        """These users' lists are behind their events (first time counts: FIFO order)."""
+    def _mark(self, rows: Iterable[int], record_ts: float | None = None) -> None:
+        """These users' lists are behind their events (first time counts: FIFO order);
+        ``record_ts``: the oldest record time among those events (event -> list metric)."""
         now = time.monotonic()
-        pending = self._pending
+        pending, stamps = self._pending, self._pending_ts
         for r in rows:
             if r not in pending:
                 pending[r] = now
+                if record_ts is not None:
+                    stamps[r] = record_ts
         metrics.LISTS_PENDING.set(len(pending))
 
     def idle_timeout(self, longest: float) -> float:
@@ -224,8 +231,12 @@ class Worker:
                 rows.append(r)
             if not rows:
                 break
+            wall = time.time()
             for r in rows:
                 metrics.LIST_WAIT.observe(start - pending.pop(r))
+                stamp = self._pending_ts.pop(r, None)
+                if stamp is not None:
+                    metrics.EVENT_TO_LIST.observe(max(0.0, wall - stamp))
             t0 = time.monotonic()
             sent += self.publish_lists(rows, chunk=chunk)
             self._list_s = 0.8 * self._list_s + 0.2 * (time.monotonic() - t0) / len(rows)
@@ -296,9 +307,10 @@ class Worker:
             if key not in new.offsets or new.offsets[key] < off:
                 new.offsets[key] = off
         new.guard = old.guard  # live flags and releases carry over
-        self._pending = {row: t for row, t in ((new.users.get(old.users.id_of(r)), t)
-                                               for r, t in self._pending.items())
-                         if row is not None}
+        self._pending, self._pending_ts = (
+            {row: t for row, t in ((new.users.get(old.users.id_of(r)), t)
+                                   for r, t in rows.items()) if row is not None}
+            for rows in (self._pending, self._pending_ts))
         self.engine = new
         self.checkpoint(full=True)
         self._refresh_queue = list(range(len(new.users)))
@@ -502,12 +514,24 @@ class Worker:
         metrics.CAPACITY.labels("user").set(e.model.user_capacity)
         metrics.CAPACITY.labels("item").set(e.model.item_capacity)
 
-    def close(self) -> None:
-        """Publish what is pending (up to 10 s), checkpoint, stop the writer."""
-        if self.engine is not None:
+    def close(self, checkpoint: bool = True) -> None:
+        """Publish what is pending (up to 10 s), checkpoint, stop the writer. After a crash
+        (``checkpoint=False``) the engine may hold half a batch: nothing more is published
+        or checkpointed (the background write in flight, a consistent snapshot, finishes);
+        the next start restores the last checkpoint and replays the WAL."""
+        if self.engine is not None and checkpoint:
             self.publish_due(backlog=False, budget_s=10.0)
             if self._dirty or self._writing is not None or self._pending:
                 self.checkpoint()
         self._writer.shutdown(wait=True)
-        self.producer.flush(30)
+        if checkpoint:
+            self.producer.flush(30)
         self.store.close()
+
+    def readiness(self) -> tuple[bool, dict]:
+        """For ``/readyz``: streaming, and behind its input by at most one micro-batch."""
+        streaming = metrics.READY._value.get() == 1   # noqa: SLF001 - the gauge is the truth
+        lag = self.lag
+        total = sum(lag.values()) if lag is not None else None
+        ok = streaming and (total is None or total <= self.settings.max_batch)
+        return ok, {"streaming": streaming, "lag": total, "lists_pending": len(self._pending)}

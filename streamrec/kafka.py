@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from streamrec.settings import Settings
 
@@ -19,6 +19,10 @@ default) a small request can wait for the ACK of the previous one, which Linux d
 to 40 ms; a list must follow its event within a few ms (docs/latency-notes.md)."""
 
 
+METADATA_REFRESH_MS = 10_000
+"""Partitions added to a topic are seen within this (librdkafka's default is 5 minutes)."""
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Producer settings: murmur2 partitioning (same partition as Java/Faust producers for a
     key, so per-user order holds), small linger for freshness, idempotence for no duplicates."""
@@ -30,6 +34,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "batch.size": 1_000_000,
         "enable.idempotence": settings.idempotent_producers,
         "compression.type": "none",
+        "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
         "logger": _rdkafka_log,
     }
     conf.update(overrides)
@@ -50,10 +55,33 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "fetch.queue.backoff.ms": 10,
         "fetch.wait.max.ms": 100,
         "enable.partition.eof": False,
+        "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
         "logger": _rdkafka_log,
     }
     conf.update(overrides)
     return conf
+
+
+_TRANSIENT_CODES = {
+    KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT,
+    KafkaError._MSG_TIMED_OUT, KafkaError._WAIT_COORD, KafkaError._RESOLVE,
+    KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_CONTROLLER, KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE, KafkaError.BROKER_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NETWORK_EXCEPTION,
+    KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.UNKNOWN_TOPIC_OR_PART,
+    # KRaft right after start: "All brokers are currently fenced"
+    KafkaError.INVALID_REPLICATION_FACTOR,
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A Kafka error that a running or restarting broker heals by itself (unreachable,
+    fenced, not leader or controller yet, timeouts): retried with backoff, never fatal."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else exc
+    if isinstance(err, KafkaError):
+        return err.retriable() or err.code() in _TRANSIENT_CODES
+    return isinstance(exc, (TimeoutError, ConnectionError))
 
 
 def readable(msgs: list[Message], what: str) -> list[Message]:

@@ -115,6 +115,33 @@ class RecommendationList(BaseModel):
 _interaction = TypeAdapter(Interaction)
 
 
+@with_config(ConfigDict(extra="allow"))
+class _ListEntry(TypedDict):
+    item_id: Annotated[str, Strict()]
+    score: Annotated[float, Field(allow_inf_nan=False)]
+
+
+@with_config(ConfigDict(extra="allow"))
+class _ListFields(TypedDict):
+    """:class:`RecommendationList`'s rules with pydantic-core constraints only (no Python
+    validator): what the lookup checks before it stores a list."""
+
+    user_id: Annotated[str, Strict()]
+    items: list[_ListEntry]
+    model_version: Annotated[str, Strict()]
+    updated_at: Annotated[float, Field(allow_inf_nan=False)]
+    source: Literal["model", "fallback"]
+
+
+_list_fields = TypeAdapter(_ListFields)
+
+
+def validate_list(raw: bytes | str) -> float:
+    """Check a published list against the contract; return its ``updated_at``. Raises
+    pydantic's ``ValidationError`` (a ``ValueError``) for anything a reader could not serve."""
+    return _list_fields.validate_json(raw)["updated_at"]
+
+
 class Event(NamedTuple):
     """A validated interaction event as the worker carries it: the fields of
     :class:`Interaction`, in a tuple that is ~4x cheaper to build than the model."""

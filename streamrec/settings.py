@@ -75,7 +75,9 @@ class Settings(BaseSettings):
         True, description="librdkafka idempotence for every producer of ours (no duplicates "
         "on retries). On the embedded Tansu broker each idempotent produce rewrites one shared "
         "producer-state object, which stalls concurrent producers (docs/latency-notes.md)")
-    broker_wait_s: float = 20.0
+    broker_wait_s: float = Field(
+        0, ge=0, description="how long a process waits for an unreachable broker before it "
+        "gives up (0: as long as it takes, retrying with backoff and saying so in the log)")
 
     # --- state ---------------------------------------------------------------------------
     state_dir: Path = Field(default_factory=_default_state_dir)
@@ -200,8 +202,15 @@ class Settings(BaseSettings):
 
     # --- lookup API ----------------------------------------------------------------------
     http_host: str = "127.0.0.1"
+    api_token: SecretStr | None = Field(
+        None, description="if set, every lookup API request but /healthz and /readyz needs "
+        "'Authorization: Bearer <token>' (401 otherwise); off by default, on in compose")
     http_port: int = 8000
     default_n: int = 10
+    lookup_commit_group: str = Field(
+        "", description="if set, the lookup commits its positions on recommendations under "
+        "this consumer group (it never joins it), so standard lag tools see how far behind "
+        "it is; empty: no commits")
     lookup_seen_filter: bool = Field(
         True, description="the lookup also reads interactions and drops from a user's list "
         "the items of their recent events until the worker's new list arrives "

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+from tenacity import (RetryCallState, Retrying, retry_if_exception_type, stop_after_delay,
+                      stop_never, wait_exponential)
 
 from streamrec.errors import BrokerUnavailable
 
@@ -26,29 +28,51 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_broker(bootstrap: str, timeout: float = 20.0, extra: dict | None = None) -> None:
-    """Block until a metadata request to ``bootstrap`` succeeds.
+class _NotYet(Exception):
+    """The broker answered without brokers in its metadata (still starting)."""
 
-    Raises BrokerUnavailable with the next step spelled out, so a worker started before its
-    broker fails with one clear line instead of a retry storm in the log.
+
+def wait_for_broker(bootstrap: str, timeout: float | None = 0, extra: dict | None = None,
+                    what: str = "streamrec") -> None:
+    """Block until a metadata request to ``bootstrap`` succeeds; ``timeout`` 0 or None: wait
+    as long as it takes (a broker not up yet, or restarting, is normal, never fatal).
+
+    Retries with exponential backoff (0.1 s up to 5 s) and says so in the log: the first
+    miss and then every 30 s, with what to do. With a finite ``timeout`` it raises
+    :class:`BrokerUnavailable` with the next step spelled out.
     """
     conf = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000,
             "log_level": 0, "logger": logging.getLogger("librdkafka.admin")}
     conf.update(extra or {})
     admin = AdminClient(conf)
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            md = admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
-            if md.brokers:
-                return
-        except Exception as exc:  # KafkaException while the broker is still starting
-            last = exc
-        time.sleep(0.1)
-    raise BrokerUnavailable(
-        f"broker at {bootstrap} did not answer within {timeout:.0f} s ({last or 'no brokers'}); "
-        'start one with "streamrec broker" or set KAFKA_BOOTSTRAP_SERVERS')
+    start = time.monotonic()
+    said = [0.0]
+
+    def answers() -> None:
+        if not admin.list_topics(timeout=2.0).brokers:
+            raise _NotYet("no brokers in metadata")
+
+    def note(state: RetryCallState) -> None:
+        waited = time.monotonic() - start
+        if said[0] == 0.0 or waited - said[0] >= 30:
+            said[0] = max(waited, 1e-9)
+            log.warning("%s: broker at %s not answering yet (%s; waited %.0f s); retrying. "
+                        'Start one with "streamrec broker" or set KAFKA_BOOTSTRAP_SERVERS',
+                        what, bootstrap, state.outcome.exception(), waited)
+
+    retrying = Retrying(stop=stop_after_delay(timeout) if timeout else stop_never,
+                        wait=wait_exponential(multiplier=0.1, max=5), reraise=True,
+                        retry=retry_if_exception_type((KafkaException, _NotYet)),
+                        before_sleep=note)
+    try:
+        retrying(answers)
+    except (KafkaException, _NotYet) as exc:
+        raise BrokerUnavailable(
+            f"broker at {bootstrap} did not answer within {timeout:.0f} s ({exc}); start one "
+            'with "streamrec broker" or set KAFKA_BOOTSTRAP_SERVERS') from None
+    if said[0]:
+        log.warning("%s: broker at %s answers after %.1f s", what, bootstrap,
+                    time.monotonic() - start)
 
 
 def broker_serves(bootstrap: str, timeout: float = 5.0, extra: dict | None = None) -> str | None:

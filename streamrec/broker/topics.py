@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+from tenacity import Retrying, retry_if_exception, stop_after_delay, stop_never, wait_exponential
 
+from streamrec.broker.base import wait_for_broker
 from streamrec.errors import BrokerUnavailable
+from streamrec.kafka import is_transient
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,28 +29,48 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
 
 
 def ensure_topics(settings: Settings, timeout: float = 20.0) -> list[str]:
-    """Create every missing contract topic; return the names created now."""
+    """Create every missing contract topic; return the names created now.
+
+    Waits for the broker first (``broker_wait_s``; 0: as long as it takes), and retries
+    what a starting or restarting broker answers (fenced, not controller, timeouts) with
+    backoff; anything else (not authorised, a bad config) is one clear error."""
+    wait_for_broker(settings.bootstrap_servers, settings.broker_wait_s,
+                    settings.kafka_common())
     admin = AdminClient(settings.kafka_common())
+    created: list[str] = []
+    retrying = Retrying(stop=stop_after_delay(settings.broker_wait_s) if settings.broker_wait_s
+                        else stop_never, wait=wait_exponential(multiplier=0.2, max=5),
+                        retry=retry_if_exception(is_transient), reraise=True,
+                        before_sleep=lambda st: log.warning(
+                            "creating topics: %s; retrying", st.outcome.exception()))
     try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
+        retrying(_create_missing, admin, settings, timeout, created)
     except KafkaException as exc:
-        raise BrokerUnavailable(
-            f"broker at {settings.bootstrap_servers} did not answer: {exc}; start one with "
-            '"streamrec broker" or set KAFKA_BOOTSTRAP_SERVERS') from exc
+        hint = ("; is the broker healthy?" if is_transient(exc) else
+                "; check the broker's ACLs and topic settings")
+        raise BrokerUnavailable(f"could not create topics on {settings.bootstrap_servers}: "
+                                f"{exc}{hint}") from None
+    if created:
+        log.info("created topics %s", created)
+    return created
+
+
+def _create_missing(admin: AdminClient, settings: Settings, timeout: float,
+                    created: list[str]) -> None:
+    """One attempt: create what is missing; raise the first error that is not 'exists'."""
+    existing = set(admin.list_topics(timeout=timeout).topics)
     configs = topic_configs(settings)
     new = [NewTopic(t, num_partitions=settings.partitions,
                     replication_factor=settings.replication_factor, config=configs.get(t, {}))
            for t in settings.topics if t not in existing]
     if not new:
-        return []
-    created = []
+        return
     for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
         try:
             fut.result()
             created.append(name)
         except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" in str(exc) or "already exists" in str(exc):
+            if exc.args and isinstance(exc.args[0], KafkaError) and \
+                    exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue
-            raise BrokerUnavailable(f"could not create topic {name!r}: {exc}") from exc
-    log.info("created topics %s", created)
-    return created
+            raise

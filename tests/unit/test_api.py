@@ -185,4 +185,5 @@ def test_openapi_documents_the_route_and_metrics_count_by_source(app) -> None:
     get(app, slow("/recommendations/u1"))
     get(app, "/recommendations/somebody-new")
     assert count("model") == model + 3 and count("fallback") == fallback + 1
-    assert get(app, "/healthz").json() == {"status": "ok", "consumer_ready": False}
+    assert get(app, "/healthz").json() == {"status": "ok", "consumer_ready": False,
+                                           "consumer_error": None, "lag": None}

@@ -1,0 +1,294 @@
+"""The chaos harness: a real broker, worker and lookup under a steady stream and a steady
+read load, faults injected as an operator meets them, and an exact account afterwards.
+
+The stream (:class:`Stream`) sends events *without* ``event_id`` at a steady rate, each a
+(user, item) pair never sent before, so the worker's dedup cannot hide a double
+application and a lost event leaves a hole. Only events the broker acknowledged count as
+produced. The read load (:class:`Reader`) asks the lookup API for random users at a steady
+rate and records every status and latency. :func:`account` then stops the worker cleanly
+and reads its own state (the RocksDB store and model checkpoint it would restart from):
+each produced event must be among its user's items (else lost), and the events applied
+must equal those produced (else doubled). :func:`lists_check` compares, for every touched
+user, the list the lookup serves with the newest one on the ``recommendations`` topic and
+requires it to be newer than the user's last event.
+
+Used by ``tests/chaos`` (short, in CI) and ``bench/chaos.py`` (long, writes the table of
+``docs/reliability.md``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+from confluent_kafka import Producer
+
+from streamrec.broker import ensure_topics, free_port
+from streamrec.kafka import producer_config
+from streamrec.replay import read_topics
+from streamrec.settings import Settings
+from tests.integration.processes import Proc, metric
+
+N_USERS = 2000
+N_ITEMS = 1000
+
+
+def chaos_settings(bootstrap: str, work: Path, **overrides: object) -> Settings:
+    """Fresh topics (2 partitions), group, state dir and ports; checkpoints every second
+    and a large padded model (slow checkpoint writes: kills land during them)."""
+    tag = uuid.uuid4().hex[:6]
+    s = Settings(bootstrap_servers=bootstrap, state_dir=work / f"state-{tag}",
+                 topic_interactions=f"i-{tag}", topic_users=f"u-{tag}", topic_items=f"it-{tag}",
+                 topic_recommendations=f"r-{tag}", topic_dlq=f"d-{tag}",
+                 topic_quarantine=f"q-{tag}", topic_control=f"c-{tag}",
+                 topic_released=f"rel-{tag}", worker_group=f"w-{tag}", partitions=2,
+                 http_port=free_port(), worker_metrics_port=free_port(),
+                 checkpoint_interval_s=1.0, padding_min=50_000, epochs_bootstrap=2,
+                 **overrides)
+    ensure_topics(s)
+    return s
+
+
+def pair(seq: int) -> tuple[str, str]:
+    """The seq-th event's (user, item): unique for seq < N_USERS * N_ITEMS, spread so that
+    no item is hit by a burst of new users (the guard would rightly hold those)."""
+    rnd, user = divmod(seq, N_USERS)
+    return f"c{user}", f"i{(rnd + user) % N_ITEMS}"
+
+
+class Stream(threading.Thread):
+    """Events at ``rate``/s until stopped; remembers which the broker acknowledged."""
+
+    def __init__(self, s: Settings, rate: float = 1000.0) -> None:
+        super().__init__(name="chaos-stream", daemon=True)
+        self.s, self.rate = s, rate
+        self._halt = threading.Event()
+        self.sent = 0
+        self.acked: set[int] = set()
+        self.failed = 0
+        self.last_sent: dict[str, float] = {}     # user -> when their last event was sent
+        self._lock = threading.Lock()
+
+    def _delivered(self, err, msg) -> None:
+        seq = int(msg.headers()[0][1])
+        with self._lock:
+            if err is None:
+                self.acked.add(seq)
+            else:
+                self.failed += 1
+
+    def run(self) -> None:
+        producer = Producer(producer_config(self.s, **{"message.timeout.ms": 600_000}))
+        start = time.perf_counter()
+        topic = self.s.topic_interactions
+        while not self._halt.is_set():
+            due = int((time.perf_counter() - start) * self.rate)
+            while self.sent < due:
+                user, item = pair(self.sent)
+                value = orjson.dumps({"user_id": user, "item_id": item, "event_type": "click"})
+                while True:
+                    try:
+                        producer.produce(topic, key=user.encode(), value=value,
+                                         headers=[("seq", str(self.sent).encode())],
+                                         on_delivery=self._delivered)
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+                self.last_sent[user] = time.time()
+                self.sent += 1
+            producer.poll(0)
+            time.sleep(0.001)
+        while producer.flush(1.0):
+            pass
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(660)
+
+
+@dataclass
+class Reader(threading.Thread):
+    """``rate`` lookups/s of random users; status and latency of each, by time."""
+
+    port: int
+    rate: float = 1000.0
+    samples: list[tuple[float, int, float]] = field(default_factory=list)
+    """(when, status or 0 for a connection error, seconds)"""
+
+    def __post_init__(self) -> None:
+        super().__init__(name="chaos-reader", daemon=True)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        rng = random.Random(1)
+        conn: http.client.HTTPConnection | None = None
+        start = time.perf_counter()
+        k = 0
+        while not self._halt.is_set():
+            due = start + k / self.rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            k += 1
+            t0 = time.perf_counter()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                conn.request("GET", f"/recommendations/c{rng.randrange(N_USERS)}")
+                resp = conn.getresponse()
+                resp.read()
+                status = resp.status
+            except (OSError, http.client.HTTPException):
+                status = 0
+                if conn is not None:
+                    conn.close()
+                conn = None
+            self.samples.append((time.time(), status, time.perf_counter() - t0))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+
+def worker_ready(s: Settings) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{s.worker_metrics_port}/readyz",
+                         timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def writing_checkpoint(s: Settings) -> bool:
+    """A checkpoint snapshot was taken and its background write has not finished."""
+    snaps = metric(s.worker_metrics_port, "streamrec_worker_checkpoint_seconds_count",
+                   '{phase="snapshot"}')
+    writes = metric(s.worker_metrics_port, "streamrec_worker_checkpoint_seconds_count",
+                    '{phase="write"}')
+    return snaps > writes
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> float:
+    """Seconds until ``predicate`` held; AssertionError after ``timeout``."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if predicate():
+                return time.monotonic() - t0
+        except (httpx.HTTPError, OSError, ValueError, KeyError):
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@dataclass
+class Account:
+    produced: int
+    applied: int
+    lost: int
+    doubled: int
+    lost_examples: list[tuple[str, str]]
+
+
+def account(s: Settings, stream: Stream) -> Account:
+    """From the worker's own state (after a clean stop): lost and doubled events."""
+    from stream_app.store import WorkerStore
+
+    store = WorkerStore(s.state_dir)
+    try:
+        loaded = store.load(s)
+        assert loaded is not None, "the worker left no checkpoint"
+        engine, wal_seq = loaded
+        assert not list(store.wal_after(wal_seq)), "a clean stop leaves no WAL to replay"
+    finally:
+        store.close()
+    pairs = [pair(seq) for seq in sorted(stream.acked)]
+    rows = np.array([-1 if (r := engine.users.get(u)) is None else r for u, _ in pairs])
+    cols = np.array([-1 if (c := engine.items.get(i)) is None else c for _, i in pairs])
+    known = (rows >= 0) & (cols >= 0)
+    held = np.zeros(len(pairs), bool)
+    held[known] = engine.seen.contains(rows[known], cols[known])
+    lost = [pairs[k] for k in np.flatnonzero(~held)]
+    produced = len(stream.acked)
+    doubled = max(0, engine.n_applied - (produced - len(lost)))
+    return Account(produced, engine.n_applied, len(lost), doubled, lost[:5])
+
+
+def lists_check(s: Settings, stream: Stream) -> list[str]:
+    """Users whose served list is not the newest published one, or predates their last
+    event; empty when every touched user's latest list reached the lookup."""
+    newest: dict[str, dict] = {}
+    for chunk in read_topics(s, [s.topic_recommendations]):
+        for _, _, _, key, value, _ in chunk:
+            if key is None or value is None:
+                continue
+            doc = orjson.loads(value)
+            k = key.decode()
+            if k not in newest or doc["updated_at"] >= newest[k]["updated_at"]:
+                newest[k] = doc
+    bad = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{s.http_port}", timeout=5) as client:
+        for user, sent_at in stream.last_sent.items():
+            served = client.get(f"/recommendations/{user}").json()
+            top = newest.get(user)
+            if top is None or served["updated_at"] != top["updated_at"] or \
+                    top["updated_at"] < sent_at:
+                bad.append(user)
+    return bad
+
+
+def reads_summary(reader: Reader, exempt: list[tuple[float, float]]) -> dict:
+    """5xx and connection errors in all reads; p99 over the reads outside ``exempt``
+    windows (the lookup down, or without a broker)."""
+    def inside(t: float) -> bool:
+        return any(a <= t <= b for a, b in exempt)
+
+    five = sum(1 for _, st, _ in reader.samples if st >= 500)
+    refused = sum(1 for t, st, _ in reader.samples if st == 0 and not inside(t))
+    lat = sorted(d for t, st, d in reader.samples if st == 200 and not inside(t))
+    p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e3 if lat else float("nan")
+    p50 = lat[len(lat) // 2] * 1e3 if lat else float("nan")
+    return {"reads": len(reader.samples), "5xx": five, "errors_outside_outages": refused,
+            "p50_ms": p50, "p99_ms": p99}
+
+
+class Stack:
+    """Worker and lookup processes of one scenario, restartable, logs in ``work``."""
+
+    def __init__(self, s: Settings, work: Path) -> None:
+        self.s, self.work = s, work
+        self.worker: Proc | None = None
+        self.lookup: Proc | None = None
+        self._n = 0
+
+    def _log(self, name: str) -> Path:
+        self._n += 1
+        return self.work / f"{self._n:02d}-{name}.log"
+
+    def start_worker(self) -> Proc:
+        self.worker = Proc(["worker", "--no-progress"], self.s, self._log("worker")).start()
+        return self.worker
+
+    def start_lookup(self) -> Proc:
+        self.lookup = Proc(["serve"], self.s, self._log("serve")).start()
+        return self.lookup
+
+    def kill_worker(self) -> None:
+        assert self.worker is not None
+        self.worker.stop(signal.SIGKILL)
+
+    def stop(self) -> dict[str, int | None]:
+        codes = {}
+        for name in ("worker", "lookup"):
+            proc = getattr(self, name)
+            if proc is not None:
+                codes[name] = proc.stop(signal.SIGTERM, timeout=60)
+        return codes
