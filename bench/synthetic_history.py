@@ -112,7 +112,7 @@ def generate(seed: int = 7, n_users: int = 610, n_items: int = 16_000, n_cluster
     users, items, ratings, stamps = [], [], [], []
     for u in range(n_users):
         power = counts[u] >= 2000
-        taste = rng.dirichlet(np.full(n_clusters, 1.0 if power else 0.15)) * 0.8 + \
+        taste = rng.dirichlet(np.full(n_clusters, 1.0 if power else 0.08)) * 0.8 + \
             0.2 * cluster_pop
         taste = np.append(0.7 * taste / taste.sum(), 0.3)    # 30 %: the popular page
         affinity = rng.normal(0.0, 0.7, n_clusters) + \
@@ -131,7 +131,7 @@ def generate(seed: int = 7, n_users: int = 610, n_items: int = 16_000, n_cluster
             gaps = np.maximum(1.0, rng.lognormal(np.log(6.0), 0.7, len(got)))
             ts = t + np.cumsum(gaps)
             c = cluster_of[got]
-            raw = 3.05 + bias + 0.45 * affinity[c] + quality[got] + rng.normal(0, 0.7, len(got))
+            raw = 2.92 + bias + 0.45 * affinity[c] + quality[got] + rng.normal(0, 0.7, len(got))
             users.extend([u] * len(got))
             items.extend(got)
             ratings.extend(np.clip(np.round(raw * 2) / 2, 0.5, 5.0).tolist())
@@ -147,23 +147,34 @@ def generate(seed: int = 7, n_users: int = 610, n_items: int = 16_000, n_cluster
 
 
 def _session(rng: np.random.Generator, size: int, taste: np.ndarray,
-             pages: list[np.ndarray], seen: set[int]) -> list[int]:
-    """One session: browse cluster pages top-down (skipping some), rate unseen items."""
+             pages: list[np.ndarray], seen: set[int], shuffle: float = 8.0,
+             wander: float = 0.2) -> list[int]:
+    """One session: browse cluster pages top-down (skipping some), rate unseen items.
+
+    Each visit sees the page in its own order (positions jittered by ``shuffle``: a page
+    is sorted by popularity, re-ranked per visitor), and each rating comes, with
+    probability ``wander``, from anywhere in the user's taste instead of the page being
+    browsed: the order carries signal, but far from all of it."""
     out: list[int] = []
     tries = 0
     while len(out) < size and tries < 50 * size:
         c = int(rng.choice(len(taste), p=taste))
         page = pages[c]
+        page = page[np.argsort(np.arange(len(page)) + rng.normal(0, shuffle, len(page)))]
         pos = int(rng.geometric(0.05 if c == len(pages) - 1 else 0.06)) - 1   # near the top
         stay = int(rng.integers(5, 40))
         while pos < len(page) and stay > 0 and len(out) < size:
             tries += 1
-            item = int(page[pos])
+            if rng.random() < wander:
+                other = pages[int(rng.choice(len(taste), p=taste))]
+                item = int(other[min(len(other) - 1, int(rng.geometric(0.02)) - 1)])
+            else:
+                item = int(page[pos])
+                pos += 1 + int(rng.geometric(0.5)) - 1   # skip a few
             if item not in seen:
                 seen.add(item)
                 out.append(item)
                 stay -= 1
-            pos += 1 + int(rng.geometric(0.6)) - 1   # skip a few
         tries += 1
     return out
 

@@ -340,8 +340,11 @@ def engine_settings(**overrides: Any) -> Settings:
     return Settings(**{"num_threads": 1, "explore_share": 0.0, **overrides})
 
 
-LIST_SETTINGS = frozenset({"explore_share", "explore_temperature", "explore_protect_top"})
-"""Settings that shape lists but not training: a bootstrapped engine is shared across them."""
+LIST_SETTINGS = frozenset({"explore_share", "explore_temperature", "explore_protect_top",
+                           "cooc_weight", "trans_weight", "trans_decay", "trans_recent"})
+"""Settings that shape lists but not training (the co-occurrence and transition counts are
+kept whatever their blend weights): a bootstrapped engine is shared across them, so
+variants that differ only here are compared from the same bootstrap."""
 
 
 def bootstrap_engine(settings: Settings, events: Events, metadata: bool = True) -> Engine:
