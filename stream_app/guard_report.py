@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -122,6 +123,36 @@ def guard_report(events: Iterable[Interaction], config: GuardConfig | object | N
     held = set(report.held_users)
     report.user_events = Counter(e.user_id for e in events if e.user_id in held)
     return report
+
+
+def load_events(movielens: Path | None = None, jsonl: Path | None = None
+                ) -> list[Interaction]:
+    """A data set to replay: a JSON-lines file of contract events (invalid lines skipped),
+    else MovieLens 100K (``movielens`` or a known location) in time order."""
+    if jsonl is not None:
+        import orjson
+
+        from streamrec.errors import InvalidEvent
+        from streamrec.schema import validate_interaction
+
+        out = []
+        with open(jsonl, "rb") as f:
+            for line in f:
+                if line.strip():
+                    try:
+                        out.append(validate_interaction(orjson.loads(line)))
+                    except (orjson.JSONDecodeError, InvalidEvent):
+                        continue
+        return out
+    from streamrec.movielens import find_movielens, load_movielens
+
+    ml = load_movielens(find_movielens(movielens, download=False))
+    return [Interaction.model_construct(
+                user_id=str(u), item_id=str(i), event_type="rating", rating=float(r),
+                timestamp=float(t), weight=None, event_id=None, user_features=None,
+                item_features=None)
+            for u, i, r, t in zip(ml.users.tolist(), ml.items.tolist(), ml.ratings.tolist(),
+                                  ml.timestamps.tolist())]
 
 
 def _batches(t: np.ndarray, max_batch: int, batch_s: float) -> Iterable[np.ndarray]:

@@ -47,3 +47,15 @@ def test_arrival_times_replay_after_the_history_or_at_event_time():
     events = [ev("u", "i", 100.0), ev("u", "j", 50.0)]
     assert arrival_times(events, None).tolist() == [100.0, 50.0]
     assert arrival_times(events, 10.0).tolist() == [100.0 + 86400.0, 100.1 + 86400.0]
+
+
+def test_load_events_reads_a_jsonl_file_and_skips_bad_lines(tmp_path):
+    from stream_app.guard_report import load_events
+
+    f = tmp_path / "events.jsonl"
+    f.write_text('{"user_id": "u1", "item_id": "i1", "timestamp": 1.0}\n'
+                 'not json\n{"user_id": ""}\n\n'
+                 '{"user_id": "u2", "item_id": "i2", "event_type": "rating", "rating": 4}\n')
+    events = load_events(jsonl=f)
+    assert [(e.user_id, e.item_id) for e in events] == [("u1", "i1"), ("u2", "i2")]
+    assert guard_report(events, rate=None).kept == 2

@@ -163,3 +163,22 @@ def test_candidate_blend_moments_are_the_exact_catalogue_moments():
                              ItemMoments.of(i_emb, i_bias, valid), terms, valid)
     np.testing.assert_allclose(scores, exact, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(sd[:, 0], exact.std(axis=1), rtol=1e-3)
+
+
+def test_a_checkpoint_restores_the_transitions_from_the_stored_positives(tmp_path):
+    """No new state: the store's per-user positives (``hist:``, in event order) rebuild the
+    transition counts on load, as they rebuild the co-occurrence counts."""
+    from stream_app.store import WorkerStore
+
+    e = engine()
+    store = WorkerStore(tmp_path)
+    try:
+        store.checkpoint(e)
+        restored, _ = store.load(e.settings)
+    finally:
+        store.close()
+    rows = np.arange(60)
+    valid = len(e.items)
+    np.testing.assert_array_equal(restored.cooc.transition_scores(rows, valid),
+                                  e.cooc.transition_scores(rows, valid))
+    assert [p[0] for p in restored.lists(rows, 10)] == [p[0] for p in e.lists(rows, 10)]
