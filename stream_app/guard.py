@@ -618,6 +618,7 @@ class Guard:
         """
         was = self.user_flags.pop(user_id, None) is not None
         self.windows["users"].drop([user_id])
+        self.windows["user_history"].drop([user_id])
         prefix = user_id + _SEP
         actions = self.windows["actions"]
         actions.drop([k for k in actions.index if k.startswith(prefix)])

@@ -175,6 +175,8 @@ class Settings(BaseSettings):
     guard_item_burst_share: float | None = Field(None, gt=0, le=1)
     guard_new_user_age_s: float | None = Field(None, gt=0)
     guard_quarantine_ttl_s: float | None = Field(None, gt=0)
+    guard_history_max_events: int | None = Field(None, ge=1)
+    guard_history_after_s: float | None = Field(None, gt=0)
 
     # --- worker --------------------------------------------------------------------------
     ingest: Literal["agent", "batch"] = Field(
