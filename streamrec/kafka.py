@@ -13,10 +13,11 @@ _rdkafka_log = logging.getLogger("librdkafka")
 log = logging.getLogger(__name__)
 
 
-LOW_LATENCY: dict[str, Any] = {"socket.nagle.disable": True}
+LOW_LATENCY: dict[str, Any] = {"socket.nagle.disable": True, "reconnect.backoff.max.ms": 1000}
 """Every client sends small requests at once: with Nagle's algorithm on (librdkafka's
 default) a small request can wait for the ACK of the previous one, which Linux delays by up
-to 40 ms; a list must follow its event within a few ms (docs/latency-notes.md)."""
+to 40 ms; a list must follow its event within a few ms (docs/latency-notes.md). And a
+broker that comes back is reconnected to within a second (librdkafka backs off up to 10 s)."""
 
 
 METADATA_REFRESH_MS = 10_000

@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -78,8 +78,7 @@ class Stream(threading.Thread):
         self.last_sent: dict[str, float] = {}     # user -> when their last event was sent
         self._lock = threading.Lock()
 
-    def _delivered(self, err, msg) -> None:
-        seq = int(msg.headers()[0][1])
+    def _delivered(self, seq: int, err) -> None:
         with self._lock:
             if err is None:
                 self.acked.add(seq)
@@ -98,8 +97,8 @@ class Stream(threading.Thread):
                 while True:
                     try:
                         producer.produce(topic, key=user.encode(), value=value,
-                                         headers=[("seq", str(self.sent).encode())],
-                                         on_delivery=self._delivered)
+                                         on_delivery=lambda err, _m, k=self.sent:
+                                         self._delivered(k, err))
                         break
                     except BufferError:
                         producer.poll(0.01)
@@ -115,17 +114,14 @@ class Stream(threading.Thread):
         self.join(660)
 
 
-@dataclass
 class Reader(threading.Thread):
     """``rate`` lookups/s of random users; status and latency of each, by time."""
 
-    port: int
-    rate: float = 1000.0
-    samples: list[tuple[float, int, float]] = field(default_factory=list)
-    """(when, status or 0 for a connection error, seconds)"""
-
-    def __post_init__(self) -> None:
+    def __init__(self, port: int, rate: float = 1000.0) -> None:
         super().__init__(name="chaos-reader", daemon=True)
+        self.port, self.rate = port, rate
+        self.samples: list[tuple[float, int, float]] = []
+        """(when, status or 0 for a connection error, seconds)"""
         self._halt = threading.Event()
 
     def run(self) -> None:

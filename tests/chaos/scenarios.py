@@ -91,10 +91,14 @@ def run(name: str, broker: KafkaBroker, work: Path, faults: Callable[[Ctx], None
         faults(ctx)
         time.sleep(settle_s)
         stream.stop()
-        wait_for(lambda: applied(s) >= len(stream.acked), 300, "every event applied",
-                 interval=0.2)
-        wait_for(lambda: metric(s.worker_metrics_port, "streamrec_worker_lists_pending") == 0,
-                 60, "every list published", interval=0.2)
+        try:
+            wait_for(lambda: applied(s) >= len(stream.acked), 120, "every event applied",
+                     interval=0.2)
+            wait_for(lambda: metric(s.worker_metrics_port,
+                                    "streamrec_worker_lists_pending") == 0,
+                     60, "every list published", interval=0.2)
+        except AssertionError as exc:   # the account below says what is missing
+            ctx.notes.append(str(exc))
         time.sleep(2.0)   # the last lists reach the lookup
         stale = lists_check(s, stream)
     finally:

@@ -42,4 +42,7 @@ def test_scenario_loses_and_doubles_nothing(kafka: KafkaBroker, tmp_path: Path,
     assert not result.stale_lists, (result.stale_lists[:5], result.row())
     assert result.reads["5xx"] == 0, result.row()
     assert result.reads["errors_outside_outages"] == 0, result.row()
-    assert result.exit_codes == {"worker": 0, "lookup": 0}, result.row()
+    # a clean stop: the worker exits 0; uvicorn shuts down gracefully, then re-raises SIGTERM
+    assert result.exit_codes["worker"] == 0 and result.exit_codes["lookup"] in (0, -15), \
+        result.row()
+    print(result.row())

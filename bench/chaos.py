@@ -1,0 +1,62 @@
+"""The chaos suite, long version (issue #16): every scenario on a local Apache Kafka, under
+1,000 events/s without ``event_id`` and 1,000 lookups/s; the table of docs/reliability.md.
+
+    python bench/chaos.py [--short] [--only NAME ...]
+
+Per scenario: events acknowledged by the broker, applied (the worker's own state), lost,
+doubled, time to recover, users whose newest list the lookup did not serve, lookup reads,
+5xx, failed reads outside outages, and the lookup's p50/p99 outside outages. Writes
+bench/results/chaos.json (chaos-short.json with --short).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import print_table, write_results  # noqa: E402
+from streamrec.broker import free_port  # noqa: E402
+from streamrec.broker.kafka import KafkaBroker  # noqa: E402
+from tests.chaos.scenarios import LONG, SHORT, run  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--short", action="store_true", help="the CI version of each scenario")
+    ap.add_argument("--only", nargs="*", default=None, help="scenario names (substrings)")
+    args = ap.parse_args()
+    scenarios = SHORT if args.short else LONG
+    if args.only:
+        scenarios = {k: v for k, v in scenarios.items() if any(o in k for o in args.only)}
+    work = Path(tempfile.mkdtemp(prefix="chaos-"))
+    broker = KafkaBroker(free_port(), data_dir=work / "kafka")
+    broker.start()
+    rows = []
+    try:
+        for name, faults in scenarios.items():
+            if not broker.alive():
+                broker.start()
+            print(f"--- {name}", flush=True)
+            result = run(name, broker, work, faults, long=not args.short)
+            rows.append(result.row())
+            print(result.row(), flush=True)
+    finally:
+        broker.stop()
+    print_table(["scenario", "produced", "applied", "lost", "doubled", "recover s (max)",
+                 "stale lists", "reads", "5xx", "failed reads", "p50 ms", "p99 ms"],
+                [[r["scenario"], r["produced"], r["applied"], r["lost"], r["doubled"],
+                  r["recover_s_max"] if r["recover_s_max"] is not None else "-",
+                  r["stale_lists"], r["reads"], r["5xx"], r["errors_outside_outages"],
+                  r["p50_ms"], r["p99_ms"]] for r in rows])
+    name = "chaos-short" if args.short else "chaos"
+    print(f"wrote {write_results(name, {'scenarios': rows})}")
+    if any(r["lost"] or r["doubled"] or r["stale_lists"] or r["5xx"] for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
