@@ -304,8 +304,7 @@ def _consumer_state(consumer: LookupConsumer | None) -> dict[str, Any]:
 
 
 def run_api(settings: Settings) -> None:
-    import uvicorn
+    """Serve the lookup API (and run its consumer) until a signal stops it."""
+    from consumers.server import serve
 
-    # http/loop "auto" are httptools and uvloop wherever uvicorn[standard] installed them
-    uvicorn.run(create_api(settings), host=settings.http_host, port=settings.http_port,
-                log_level="warning", access_log=False)
+    serve(create_api(settings), settings)

@@ -14,6 +14,7 @@ import uuid
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from streamrec.control import sign
 from streamrec.errors import BrokerUnavailable
 from streamrec.kafka import consumer_config, producer_config
 from streamrec.replay import topic_partitions
@@ -44,8 +45,9 @@ def release(settings: Settings, user: str | None = None, item: str | None = None
         raise ValueError("release exactly one of user or item")
     kind, ident = ("user", user) if user is not None else ("item", item)
     p = Producer(producer_config(settings))
+    secret = settings.control_key.get_secret_value() if settings.control_key else None
     p.produce(settings.topic_control, key=b"release",
-              value=orjson.dumps({"type": "release", "kind": kind, "id": ident}))
+              value=sign({"type": "release", "kind": kind, "id": ident}, secret))
     done = {h.get("streamrec-source") for _, _, h in
             _read_with_headers(settings, settings.topic_released)}
     n = 0

@@ -55,6 +55,9 @@ PRODUCE_ERRORS = Counter("streamrec_worker_produce_errors_total",
 APPLIED_TOTAL = Gauge("streamrec_worker_state_applied_events",
                       "Interaction events in the model state since it was created (survives "
                       "restarts: a loss or a double application shows here)")
+CONTROL_REFUSED = Counter("streamrec_worker_control_refused_total",
+                          "Control messages refused (invalid, unsigned or forged, or naming a "
+                          "model outside STATE_DIR/retrain/); each went to the dead-letter topic")
 SWAPS = Counter("streamrec_worker_model_swaps_total", "Retrained models swapped in", ["result"])
 READY = Gauge("streamrec_worker_ready", "1 once the worker streams (after restore/bootstrap)")
 QUARANTINED = Counter("streamrec_worker_quarantined_total",

@@ -190,16 +190,21 @@ def run_retrain(settings: Settings, since: float | None = None, dry_run: bool = 
     finally:
         store.close()
     announce(settings, {"type": "model", "version": version, "path": str(root.resolve()),
-                        "offsets": engine.offsets, "holdout": metrics})
+                        "offsets": engine.offsets,
+                        "holdout": {k: float(v) for k, v in metrics.items()}})
     result.update(announced=True, version=version, path=str(root))
     return result
 
 
 def announce(settings: Settings, message: dict) -> None:
+    """Send a control message, signed with ``control_key`` when it is set."""
     from confluent_kafka import Producer
 
+    from streamrec.control import sign
+
+    key = settings.control_key.get_secret_value() if settings.control_key else None
     p = Producer(producer_config(settings))
-    p.produce(settings.topic_control, key=b"model", value=orjson.dumps(message))
+    p.produce(settings.topic_control, key=b"model", value=sign(message, key))
     left = p.flush(30)
     if left:
         from streamrec.errors import BrokerUnavailable

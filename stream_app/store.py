@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import struct
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
@@ -57,6 +58,48 @@ class Snapshot:
     doc: dict
     batch: WriteBatch
     offsets: dict[str, int]
+
+
+_WAL_V1 = b"\x01"
+_WAL_HEAD = struct.Struct("<Hiqdii")
+"""topic length, partition, offset, timestamp, key length, value length (-1: None)."""
+
+
+def encode_wal(records: list[Record]) -> bytes:
+    """A WAL entry: the records' raw key and value bytes, exactly as Kafka delivered them,
+    so that a replay after a crash decides exactly as the first pass (an event dead-lettered
+    for invalid UTF-8 stays invalid)."""
+    parts = [_WAL_V1]
+    for topic, part, offset, key, value, ts in records:
+        t = topic.encode()
+        parts.append(_WAL_HEAD.pack(len(t), part, offset, ts, -1 if key is None else len(key),
+                                    -1 if value is None else len(value)))
+        parts.append(t)
+        if key is not None:
+            parts.append(key)
+        if value is not None:
+            parts.append(value)
+    return b"".join(parts)
+
+
+def decode_wal(raw: bytes) -> list[Record]:
+    """The records of a WAL entry (also the JSON entries of earlier versions)."""
+    if raw[:1] != _WAL_V1:
+        return [(t, p, o, k.encode() if k is not None else None,
+                 v.encode() if v is not None else None, ts)
+                for t, p, o, k, v, ts in orjson.loads(raw)]
+    view, pos, out = memoryview(raw), 1, []
+    while pos < len(raw):
+        tlen, part, offset, ts, klen, vlen = _WAL_HEAD.unpack_from(view, pos)
+        pos += _WAL_HEAD.size
+        topic = bytes(view[pos:pos + tlen]).decode()
+        pos += tlen
+        key = None if klen < 0 else bytes(view[pos:pos + klen])
+        pos += max(klen, 0)
+        value = None if vlen < 0 else bytes(view[pos:pos + vlen])
+        pos += max(vlen, 0)
+        out.append((topic, part, offset, key, value, ts))
+    return out
 
 
 def _lock_dir(root: Path):
@@ -133,20 +176,14 @@ class WorkerStore:
         cut may lose entries after the last checkpoint, and those records are read again
         from Kafka at the checkpoint's offsets (group commit: the next checkpoint syncs)."""
         self.wal_seq += 1
-        doc = [[t, p, o, k.decode("utf-8", "replace") if k is not None else None,
-                v.decode("utf-8", "replace") if v is not None else None, ts]
-               for t, p, o, k, v, ts in records]
-        self.db[b"wal:%012d" % self.wal_seq] = orjson.dumps(doc)
+        self.db[b"wal:%012d" % self.wal_seq] = encode_wal(records)
         return self.wal_seq
 
     def wal_after(self, seq: int) -> Iterator[tuple[int, list[Record]]]:
         for k, v in self._scan(b"wal:"):
             s = int(k[4:])
             if s > seq:
-                recs = [(t, p, o, k2.encode() if k2 is not None else None,
-                         v2.encode() if v2 is not None else None, ts)
-                        for t, p, o, k2, v2, ts in orjson.loads(v)]
-                yield s, recs
+                yield s, decode_wal(v)
 
     # ----------------------------------------------------------------- checkpoint
     def has_checkpoint(self) -> bool:

@@ -28,7 +28,8 @@ from stream_app import metrics
 from stream_app.batch import BatchResult, process_records
 from stream_app.engine import Engine
 from stream_app.store import WorkerStore
-from streamrec.errors import ModelStateError, StreamrecError
+from streamrec.control import ModelMessage, ReleaseMessage, parse_control, retrain_path
+from streamrec.errors import InvalidEvent, ModelStateError, StreamrecError
 from streamrec.kafka import consumer_config, producer_config
 from streamrec.replay import Record, read_topics
 from streamrec.schema import FALLBACK_KEY
@@ -181,7 +182,7 @@ class Worker:
         self.producer.poll(0)
         for rec in control:
             self.engine.advance(rec[0], rec[1], rec[2])
-            self.on_control(rec[4])
+            self.on_control(rec[3], rec[4])
         return res
 
     # ----------------------------------------------------------------- lists that follow load
@@ -250,28 +251,33 @@ class Worker:
         return sent
 
     # ----------------------------------------------------------------- model swap
-    def on_control(self, value: bytes | None) -> None:
-        """A control message; ``{"type": "model", "path": ...}`` swaps in a retrained model."""
+    def on_control(self, key: bytes | None, value: bytes | None) -> None:
+        """An operator message (:mod:`streamrec.control`): ``model`` swaps in a retrained
+        model, ``release`` lifts the guard on a user or item. A message that is invalid,
+        unsigned or forged (with ``control_key`` set), or names a model outside
+        ``STATE_DIR/retrain/``, goes to the dead-letter topic and is counted; the worker
+        carries on. Nothing outside the state dir is ever created or deleted."""
+        secret = self.settings.control_key
         try:
-            msg = orjson.loads(value) if value else {}
-        except orjson.JSONDecodeError:
-            log.warning("ignoring unreadable control message %r", value[:200] if value else value)
+            msg = parse_control(value, secret.get_secret_value() if secret else None)
+            if isinstance(msg, ModelMessage):
+                path = retrain_path(self.settings.state_dir, msg.path)
+        except InvalidEvent as exc:
+            metrics.CONTROL_REFUSED.inc()
+            self._publish_invalid_one(key, value, f"{self.settings.topic_control}: "
+                                                  f"{exc.reason}")
             return
-        if isinstance(msg, dict) and msg.get("type") == "release" and self.engine.guard:
-            kind, ident = msg.get("kind"), str(msg.get("id", ""))
-            release = self.engine.guard.release_user if kind == "user" else \
-                self.engine.guard.release_item
-            log.info("guard: released %s %s (%s)", kind, ident, release(ident))
-            return
-        if not isinstance(msg, dict) or msg.get("type") != "model" or not msg.get("path"):
-            log.warning("ignoring control message %s", str(msg)[:200])
+        if isinstance(msg, ReleaseMessage):
+            if self.engine.guard is not None:
+                release = self.engine.guard.release_user if msg.kind == "user" else \
+                    self.engine.guard.release_item
+                log.info("guard: released %s %s (%s)", msg.kind, msg.id, release(msg.id))
             return
         try:
-            self.swap(Path(msg["path"]))
+            self.swap(path)
         except StreamrecError as exc:
             metrics.SWAPS.labels("failed").inc()
-            log.error("model swap from %s failed, keeping the current model: %s",
-                      msg["path"], exc)
+            log.error("model swap from %s failed, keeping the current model: %s", path, exc)
 
     def swap(self, path: Path) -> None:
         """Load a retrained engine, catch it up to our offsets, swap it in, refresh lists.
@@ -441,6 +447,7 @@ class Worker:
         self.store.checkpoint(self.engine, full=full or self._force_full,
                               pending=self._unconfirmed())
         self._force_full = False
+        self._dirty = False     # written synchronously: everything applied is in it
         self._checkpointed(dict(self.engine.offsets))
 
     def maybe_checkpoint(self) -> None:
@@ -497,10 +504,11 @@ class Worker:
         self._checkpointed(self._writing_offsets)
 
     def _checkpointed(self, offsets: dict[str, int]) -> None:
+        """A checkpoint of ``offsets`` is durable. (Whether the state is still dirty is
+        not decided here: batches applied while a background write ran are not in it.)"""
         if self.on_checkpoint is not None:
             self.on_checkpoint(dict(offsets))
         self._last_checkpoint = time.monotonic()
-        self._dirty = False
         metrics.CHECKPOINTS.inc()
 
     def _update_gauges(self) -> None:

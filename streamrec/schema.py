@@ -21,6 +21,19 @@ EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 MAX_ID_LEN = 256
 FALLBACK_KEY = "__fallback__"
 """Key on ``recommendations`` of the popular-items list the lookup serves to unknown users."""
+RESERVED_IDS = frozenset({FALLBACK_KEY})
+RESERVED_PREFIX = "__streamrec"
+"""Ids streamrec keeps for itself (now and later): refused as user or item ids, so no user's
+list can ever be published under an internal key."""
+
+
+def reserved(ident: str) -> bool:
+    return ident in RESERVED_IDS or ident.startswith(RESERVED_PREFIX)
+
+
+def _check_reserved(kind: str, ident: str | None) -> None:
+    if ident is not None and reserved(ident):
+        raise InvalidEvent(f"{kind}: {ident!r} is reserved for streamrec's own use")
 
 
 def _normalise_id(value: Any) -> Any:
@@ -212,8 +225,12 @@ def parse_interaction(raw: bytes | str | None) -> Event:
         for key in ("user_id", "item_id"):
             if type(fields[key]) is int:
                 fields[key] = str(fields[key])
-        return Event(**fields)
-    return Event.of(_parse_model(raw))
+        event = Event(**fields)
+    else:
+        event = Event.of(_parse_model(raw))
+    _check_reserved("user_id", event.user_id)
+    _check_reserved("item_id", event.item_id)
+    return event
 
 
 def _parse_model(raw: bytes | str) -> Interaction:
@@ -229,9 +246,12 @@ def validate_interaction(data: Any) -> Interaction:
     if not isinstance(data, dict):
         raise InvalidEvent(f"an event must be a JSON object, got {type(data).__name__}")
     try:
-        return _interaction.validate_python(data)
+        ev = _interaction.validate_python(data)
     except ValidationError as exc:
         raise InvalidEvent(_reason(exc)) from None
+    _check_reserved("user_id", ev.user_id)
+    _check_reserved("item_id", ev.item_id)
+    return ev
 
 
 def parse_metadata(raw: bytes | str | None, kind: Literal["user", "item"],
@@ -254,6 +274,8 @@ def parse_metadata(raw: bytes | str | None, kind: Literal["user", "item"],
         if not key:
             raise InvalidEvent(f"{kind}_id missing in value and key")
         meta = meta.model_copy(update={f"{kind}_id": key})
+        ident = key
+    _check_reserved(f"{kind}_id", ident)
     return meta
 
 

@@ -6,12 +6,19 @@ Values come from (highest first) CLI flags, environment variables (``STREAMREC_*
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamrec.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 EVENT_WEIGHTS_DEFAULT: dict[str, float] = {
     "view": 0.5,
@@ -24,10 +31,97 @@ EVENT_WEIGHTS_DEFAULT: dict[str, float] = {
 }
 
 Loss = Literal["warp", "bpr", "logistic", "warp-kos"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 def _default_state_dir() -> Path:
     return Path(os.environ.get("STREAMREC_STATE_DIR", ".streamrec"))
+
+
+OTHER_ENV = frozenset({"STREAMREC_LOG_LEVEL", "STREAMREC_CACHE_DIR",
+                       "STREAMREC_MAVEN_REPOSITORY", "STREAMREC_TEST_BROKER"})
+"""``STREAMREC_*`` variables that are read elsewhere, not settings (log level, the jar cache
+and its Maven mirror, the test suite's broker choice)."""
+
+_PREFIX = "STREAMREC_"
+_warned_env: set[str] = set()
+
+
+def unknown_env_vars(environ: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """``(variable, closest known variable or None)`` for every ``STREAMREC_*`` variable in
+    ``environ`` (default ``os.environ``) that no setting and no other code reads: a typo
+    there is otherwise silently ignored (pydantic-settings drops unknown names)."""
+    environ = os.environ if environ is None else environ
+    known = {_PREFIX + name.upper() for name in Settings.model_fields} | OTHER_ENV
+    for field in Settings.model_fields.values():
+        if isinstance(field.validation_alias, AliasChoices):
+            known |= {c.upper() for c in field.validation_alias.choices
+                      if isinstance(c, str) and c.upper().startswith(_PREFIX)}
+    suffixes = {k[len(_PREFIX):]: k for k in known}
+    out = []
+    for var in sorted(environ):
+        name = var.upper()
+        if not name.startswith(_PREFIX) or name in known:
+            continue
+        close = difflib.get_close_matches(name[len(_PREFIX):], list(suffixes), n=1)
+        out.append((var, suffixes[close[0]] if close else None))
+    return out
+
+
+def warn_unknown_env(environ: Mapping[str, str] | None = None) -> None:
+    """Log a warning per unknown ``STREAMREC_*`` variable, once per process and name."""
+    for var, close in unknown_env_vars(environ):
+        if var in _warned_env:
+            continue
+        _warned_env.add(var)
+        hint = f"; did you mean {close}?" if close else ""
+        log.warning("environment variable %s is not a streamrec setting and is ignored%s",
+                    var, hint)
+
+
+_SSL_PROTOCOLS = ("SSL", "SASL_SSL")
+_SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+
+
+def _security_problem(s: "Settings") -> str | None:
+    """What is wrong with the TLS / SASL settings as a whole, or None."""
+    proto = s.security_protocol
+    env = f"STREAMREC_SECURITY_PROTOCOL={proto}"
+    if proto in _SASL_PROTOCOLS:
+        if not s.sasl_mechanism:
+            return (f"{env} needs STREAMREC_SASL_MECHANISM (PLAIN, SCRAM-SHA-256 or "
+                    "SCRAM-SHA-512)")
+        missing = [v for v, val in (("STREAMREC_SASL_USERNAME", s.sasl_username),
+                                    ("STREAMREC_SASL_PASSWORD", s.sasl_password)) if not val]
+        if missing:
+            return (f"{env} with {s.sasl_mechanism} needs STREAMREC_SASL_USERNAME and "
+                    f"STREAMREC_SASL_PASSWORD; missing: {', '.join(missing)}")
+    else:
+        stray = [v for v, val in (("STREAMREC_SASL_MECHANISM", s.sasl_mechanism),
+                                  ("STREAMREC_SASL_USERNAME", s.sasl_username),
+                                  ("STREAMREC_SASL_PASSWORD", s.sasl_password)) if val]
+        if stray:
+            return (f"{', '.join(stray)} set, but {env} does not authenticate: set "
+                    "STREAMREC_SECURITY_PROTOCOL to SASL_SSL (or SASL_PLAINTEXT)")
+    files = (("STREAMREC_SSL_CA_LOCATION", s.ssl_ca_location),
+             ("STREAMREC_SSL_CERTIFICATE_LOCATION", s.ssl_certificate_location),
+             ("STREAMREC_SSL_KEY_LOCATION", s.ssl_key_location))
+    if proto not in _SSL_PROTOCOLS:
+        stray = [v for v, val in (*files, ("STREAMREC_SSL_KEY_PASSWORD", s.ssl_key_password))
+                 if val]
+        if stray:
+            return (f"{', '.join(stray)} set, but {env} does not use TLS: set "
+                    "STREAMREC_SECURITY_PROTOCOL to SSL or SASL_SSL")
+        return None
+    if bool(s.ssl_certificate_location) != bool(s.ssl_key_location):
+        return ("a client certificate needs both STREAMREC_SSL_CERTIFICATE_LOCATION and "
+                "STREAMREC_SSL_KEY_LOCATION")
+    for var, path in files:
+        if path and not (var == "STREAMREC_SSL_CA_LOCATION" and path == "probe") \
+                and not Path(path).is_file():
+            return f"{var}={path}: no such file"
+    return None
 
 
 class Settings(BaseSettings):
@@ -41,10 +135,24 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS",
                                       "STREAMREC_BOOTSTRAP_SERVERS"),
     )
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="how every Kafka client of ours connects (librdkafka, and "
+        "Faust's aiokafka with ingest=agent): SSL and SASL_SSL encrypt, SASL_* authenticate")
+    sasl_mechanism: SaslMechanism | None = Field(
+        None, description="required with SASL_SSL / SASL_PLAINTEXT")
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = Field(
+        None, description="PEM file of the CA(s) that signed the brokers' certificates "
+        "(default: the system's CAs)")
+    ssl_certificate_location: str | None = Field(
+        None, description="PEM client certificate (chain), for brokers that require one")
+    ssl_key_location: str | None = Field(None, description="PEM private key of that "
+                                         "certificate")
+    ssl_key_password: SecretStr | None = Field(None, description="if that key is encrypted")
+    ssl_endpoint_identification: Literal["https", "none"] = Field(
+        "https", description="https: a broker's certificate must name the host we connect "
+        "to; none: any certificate the CA signed is accepted (the chain is still checked)")
     topic_interactions: str = "interactions"
     topic_items: str = "items"
     topic_users: str = "users"
@@ -78,6 +186,11 @@ class Settings(BaseSettings):
     broker_wait_s: float = Field(
         0, ge=0, description="how long a process waits for an unreachable broker before it "
         "gives up (0: as long as it takes, retrying with backoff and saying so in the log)")
+
+    control_key: SecretStr | None = Field(
+        None, description="HMAC key of control messages (model swaps, guard releases): when "
+        "set, the worker refuses every control message not signed with it, and retrain and "
+        "release sign theirs (SECURITY.md)")
 
     # --- state ---------------------------------------------------------------------------
     state_dir: Path = Field(default_factory=_default_state_dir)
@@ -208,6 +321,14 @@ class Settings(BaseSettings):
         None, description="if set, every lookup API request but /healthz and /readyz needs "
         "'Authorization: Bearer <token>' (401 otherwise); off by default, on in compose")
     http_port: int = 8000
+    http_max_connections: int = Field(
+        4096, ge=1, description="lookup API: connections or requests in flight beyond this "
+        "are answered 503 at once")
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="lookup API: a request's headers must be complete this long "
+        "after its first byte, else the connection is closed (slowloris)")
+    http_keepalive_s: float = Field(5.0, gt=0, description="lookup API: idle keep-alive "
+                                    "connections are closed after this")
     default_n: int = 10
     lookup_commit_group: str = Field(
         "", description="if set, the lookup commits its positions on recommendations under "
@@ -247,8 +368,33 @@ class Settings(BaseSettings):
                 self.topic_recommendations, self.topic_dlq, self.topic_quarantine,
                 self.topic_control, self.topic_released]
 
+    @field_validator("security_protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        """``sasl_ssl`` and ``scram-sha-256`` work too (librdkafka takes any case)."""
+        if isinstance(v, str):
+            return v.strip().upper() or None
+        return v
+
+    @field_validator("ssl_ca_location", "ssl_certificate_location", "ssl_key_location",
+                     "sasl_username", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @model_validator(mode="after")
+    def _check_security(self) -> "Settings":
+        problem = _security_problem(self)
+        if problem:
+            raise ConfigError(problem)
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        warn_unknown_env()
+
     def kafka_common(self) -> dict[str, str]:
-        """librdkafka settings every client of ours shares (security, bootstrap)."""
+        """librdkafka settings every client of ours shares (security, bootstrap). Holds the
+        secrets in clear: hand it to a client, never to a log."""
         conf = {"bootstrap.servers": self.bootstrap_servers,
                 "security.protocol": self.security_protocol}
         if self.sasl_mechanism:
@@ -257,14 +403,23 @@ class Settings(BaseSettings):
             conf["sasl.username"] = self.sasl_username
         if self.sasl_password:
             conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.security_protocol in _SSL_PROTOCOLS:
+            for key, value in (("ssl.ca.location", self.ssl_ca_location),
+                               ("ssl.certificate.location", self.ssl_certificate_location),
+                               ("ssl.key.location", self.ssl_key_location)):
+                if value:
+                    conf[key] = value
+            if self.ssl_key_password:
+                conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+            conf["ssl.endpoint.identification.algorithm"] = self.ssl_endpoint_identification
         return conf
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``STREAMREC_*`` variables, to hand to a child process."""
-        env = {f"STREAMREC_{k.upper()}": str(v) for k, v in self.model_dump().items()
-               if v is not None and not isinstance(v, dict) and k != "sasl_password"}
-        if self.sasl_password is not None:
-            env["STREAMREC_SASL_PASSWORD"] = self.sasl_password.get_secret_value()
+        env = {f"STREAMREC_{k.upper()}": (v.get_secret_value() if isinstance(v, SecretStr)
+                                          else str(v))
+               for k, v in self.model_dump().items()
+               if v is not None and not isinstance(v, dict)}
         env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap_servers
         return env
 

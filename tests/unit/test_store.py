@@ -70,3 +70,26 @@ def test_a_corrupt_store_is_one_clear_error(tmp_path: Path) -> None:
     current.write_text("MANIFEST-999999\n")     # points at a manifest that does not exist
     with pytest.raises(ModelStateError, match="cannot be opened .* move .* aside"):
         WorkerStore(tmp_path)
+
+
+def test_the_wal_keeps_raw_bytes_so_a_replay_decides_as_the_first_pass(tmp_path: Path) -> None:
+    """An event with invalid UTF-8 goes to the DLQ; the WAL used to re-decode records with
+    errors="replace", which made it valid on replay after a crash, and it was trained on."""
+    s = Settings(state_dir=tmp_path, padding_min=10, guard_enabled=False)
+    bad = b'{"user_id": "u\xff", "item_id": "i1"}'
+    records = [("interactions", 0, 0, b"u\xff", bad, 1.0e9),
+               ("interactions", 0, 1, None, b'{"user_id": "u2", "item_id": "i2"}', 1.0e9),
+               ("items", 0, 0, b"i9", None, 1.0e9)]
+    engine = Engine(s)
+    first = process_records(engine, records, s)
+    assert [reason.split(":")[0] for _, _, reason in first.invalid] == ["interactions", "items"]
+    store = WorkerStore(tmp_path)
+    try:
+        store.append_wal(records)
+        (_, replayed), = store.wal_after(0)
+    finally:
+        store.close()
+    assert replayed == records
+    again = process_records(Engine(s), replayed, s)
+    assert len(again.invalid) == len(first.invalid) == 2
+    assert again.outcome.applied == first.outcome.applied == 1
