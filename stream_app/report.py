@@ -21,9 +21,11 @@ from stream_app import prequential as pq
 log = logging.getLogger(__name__)
 
 ABLATION: list[tuple[str, dict[str, Any]]] = [
-    ("LightFM only, 5 epochs per batch", {"cooc_weight": 0.0, "epochs_per_batch": 5}),
-    ("LightFM only, 10 epochs per batch", {"cooc_weight": 0.0}),
-    ("default: + co-occurrence blend 0.3", {}),
+    ("LightFM only, 5 epochs per batch", {"cooc_weight": 0.0, "trans_weight": 0.0,
+                                          "epochs_per_batch": 5}),
+    ("LightFM only, 10 epochs per batch", {"cooc_weight": 0.0, "trans_weight": 0.0}),
+    ("+ co-occurrence blend 0.3 (before issue #18)", {"cooc_weight": 0.3, "trans_weight": 0.0}),
+    ("default: + transitions (co-occurrence 0.2, transitions 0.2)", {}),
     ("default without metadata features", {"feature_weight": 0.0}),
 ]
 

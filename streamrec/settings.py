@@ -221,16 +221,17 @@ class Settings(BaseSettings):
     item_feature_buckets: int = Field(256, ge=1, description="hashed metadata columns, items")
     feature_weight: float = Field(0.5, ge=0, description="weight of metadata vs identity")
     rating_threshold: float = 3.0
-    cooc_weight: float = Field(0.3, ge=0, le=1, description="share of the item-item "
-                               "co-occurrence score blended into LightFM's (0: off); chosen on "
-                               "held-out time, +3.6 points of prequential hit@10")
+    cooc_weight: float = Field(0.2, ge=0, le=1, description="share of the item-item "
+                               "co-occurrence score blended into LightFM's (0: off); chosen "
+                               "with trans_weight on held-out time (docs/evaluation.md)")
     cooc_alpha: float = Field(0.7, ge=0, le=1, description="asymmetric cosine exponent")
     cooc_recent: int = Field(20, ge=1, description="a user's last positives that score items")
     cooc_pair_window: int = Field(20, ge=1, description="earlier positives a new one pairs with")
-    trans_weight: float = Field(0.0, ge=0, le=1, description="share of the order-aware "
+    trans_weight: float = Field(0.2, ge=0, le=1, description="share of the order-aware "
                                 "transition score (what followed the user's last positives in "
                                 "other users' sequences; stream_app/transitions.py) in the "
-                                "blend with LightFM and co-occurrence (0: not blended)")
+                                "blend with LightFM and co-occurrence (0: not blended); chosen "
+                                "with cooc_weight on held-out time (docs/evaluation.md)")
     trans_window: int = Field(5, ge=0, description="a positive counts as following each of "
                               "the user's previous this-many positives, weight 1 / steps "
                               "(0: transitions not counted)")
