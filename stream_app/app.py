@@ -26,7 +26,7 @@ from stream_app import metrics
 from stream_app.health import serve_health
 from stream_app.worker import Worker
 from streamrec.errors import BrokerUnavailable, StreamrecError
-from streamrec.kafka import is_transient
+from streamrec.kafka import is_transient, ssl_context
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,16 @@ def faust_broker_options(settings: Settings) -> dict:
         "key_serializer": "raw",
         "value_serializer": "raw",
     }
-    if settings.sasl_mechanism and settings.sasl_username and settings.sasl_password:
+    # The same security as librdkafka's kafka_common(): SASL (with TLS for SASL_SSL) or TLS.
+    protocol = settings.security_protocol
+    context = ssl_context(settings) if protocol in ("SSL", "SASL_SSL") else None
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL") and settings.sasl_password is not None:
         opts["broker_credentials"] = faust.SASLCredentials(
             username=settings.sasl_username,
             password=settings.sasl_password.get_secret_value(),
-            mechanism=settings.sasl_mechanism)
+            mechanism=settings.sasl_mechanism, ssl_context=context)
+    elif context is not None:
+        opts["broker_credentials"] = faust.SSLCredentials(context)
     return opts
 
 

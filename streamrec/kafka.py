@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
+from streamrec.errors import ConfigError
 from streamrec.settings import Settings
 
 _rdkafka_log = logging.getLogger("librdkafka")
@@ -61,6 +63,33 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     }
     conf.update(overrides)
     return conf
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS settings of ``kafka_common()`` as an ``ssl.SSLContext``, for clients that are
+    not librdkafka (Faust's aiokafka): same CA, client certificate and hostname check."""
+    ca = settings.ssl_ca_location
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                         cafile=ca if ca and ca != "probe" else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"STREAMREC_SSL_CA_LOCATION={ca}: not a PEM file of CA "
+                          f"certificates ({exc})") from None
+    ctx.check_hostname = settings.ssl_endpoint_identification == "https"
+    if settings.ssl_certificate_location and settings.ssl_key_location:
+        # no password: an encrypted key fails here instead of OpenSSL asking on the terminal
+        secret = settings.ssl_key_password
+        password = secret.get_secret_value() if secret else (lambda: b"")
+        try:
+            ctx.load_cert_chain(settings.ssl_certificate_location, settings.ssl_key_location,
+                                password)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                "cannot load the client certificate STREAMREC_SSL_CERTIFICATE_LOCATION="
+                f"{settings.ssl_certificate_location} with its key STREAMREC_SSL_KEY_LOCATION="
+                f"{settings.ssl_key_location} (wrong STREAMREC_SSL_KEY_PASSWORD, or not PEM? "
+                f"{exc})") from None
+    return ctx
 
 
 _TRANSIENT_CODES = {

@@ -8,12 +8,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from tenacity import (RetryCallState, Retrying, retry_if_exception_type, stop_after_delay,
                       stop_never, wait_exponential)
 
-from streamrec.errors import BrokerUnavailable
+from streamrec.errors import BrokerUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +40,37 @@ def wait_for_broker(bootstrap: str, timeout: float | None = 0, extra: dict | Non
     Retries with exponential backoff (0.1 s up to 5 s) and says so in the log: the first
     miss and then every 30 s, with what to do. With a finite ``timeout`` it raises
     :class:`BrokerUnavailable` with the next step spelled out.
+
+    Wrong credentials or a broker certificate that does not verify are not waited out:
+    :class:`ConfigError` at once, saying which settings to check.
     """
     conf = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000,
             "log_level": 0, "logger": logging.getLogger("librdkafka.admin")}
     conf.update(extra or {})
+    errors: list[KafkaError] = []
+    conf["error_cb"] = errors.append
     admin = AdminClient(conf)
     start = time.monotonic()
     said = [0.0]
 
     def answers() -> None:
-        if not admin.list_topics(timeout=2.0).brokers:
-            raise _NotYet("no brokers in metadata")
+        try:
+            if not admin.list_topics(timeout=2.0).brokers:
+                raise _NotYet("no brokers in metadata")
+        except KafkaException:
+            errors.clear()
+            admin.poll(0)   # serves error_cb: why the connection failed
+            _fail_fast(errors, bootstrap, conf)
+            raise
 
     def note(state: RetryCallState) -> None:
         waited = time.monotonic() - start
         if said[0] == 0.0 or waited - said[0] >= 30:
             said[0] = max(waited, 1e-9)
+            why = errors[0].str() if errors else state.outcome.exception()
             log.warning("%s: broker at %s not answering yet (%s; waited %.0f s); retrying. "
                         'Start one with "streamrec broker" or set KAFKA_BOOTSTRAP_SERVERS',
-                        what, bootstrap, state.outcome.exception(), waited)
+                        what, bootstrap, why, waited)
 
     retrying = Retrying(stop=stop_after_delay(timeout) if timeout else stop_never,
                         wait=wait_exponential(multiplier=0.1, max=5), reraise=True,
@@ -67,12 +79,29 @@ def wait_for_broker(bootstrap: str, timeout: float | None = 0, extra: dict | Non
     try:
         retrying(answers)
     except (KafkaException, _NotYet) as exc:
+        why = errors[0].str() if errors else exc
         raise BrokerUnavailable(
-            f"broker at {bootstrap} did not answer within {timeout:.0f} s ({exc}); start one "
+            f"broker at {bootstrap} did not answer within {timeout:.0f} s ({why}); start one "
             'with "streamrec broker" or set KAFKA_BOOTSTRAP_SERVERS') from None
     if said[0]:
         log.warning("%s: broker at %s answers after %.1f s", what, bootstrap,
                     time.monotonic() - start)
+
+
+def _fail_fast(errors: list[KafkaError], bootstrap: str, conf: dict) -> None:
+    """Raise :class:`ConfigError` for connection errors that waiting cannot heal."""
+    for err in errors:
+        if err.code() == KafkaError._AUTHENTICATION:
+            raise ConfigError(
+                f"authentication failed for user {conf.get('sasl.username')} at {bootstrap} "
+                f"(SASL {conf.get('sasl.mechanism')}): check STREAMREC_SASL_USERNAME/PASSWORD "
+                "and STREAMREC_SASL_MECHANISM")
+        if err.code() == KafkaError._SSL and "certificate verify failed" in err.str():
+            raise ConfigError(
+                f"the TLS certificate of the broker at {bootstrap} could not be verified: "
+                "check STREAMREC_SSL_CA_LOCATION (the CA that signed it) and that it names "
+                "the host in KAFKA_BOOTSTRAP_SERVERS (STREAMREC_SSL_ENDPOINT_IDENTIFICATION=none "
+                f"skips that check). librdkafka: {err.str()}")
 
 
 def broker_serves(bootstrap: str, timeout: float = 5.0, extra: dict | None = None) -> str | None:

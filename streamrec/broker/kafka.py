@@ -19,7 +19,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from streamrec.broker.base import BrokerProcess, free_port
@@ -87,6 +90,30 @@ def _dir_locked(lock_file: Path) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """The PEM identity of a TLS listener: its certificate chain (the broker's certificate
+    first, then any intermediates) and its private key, unencrypted PKCS#8
+    (``-----BEGIN PRIVATE KEY-----``; ``openssl pkcs8 -topk8 -nocrypt`` converts others)."""
+
+    certificate_chain: Path
+    key: Path
+
+
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+"""What the SASL_SSL listener accepts; every user gets a credential for each."""
+
+
+def _check_users(users: Mapping[str, str]) -> None:
+    """Names and passwords go into a JAAS line of server.properties: keep them plain."""
+    for name, password in users.items():
+        if not re.fullmatch(r"[A-Za-z0-9._@-]+", name):
+            raise ConfigError(f"SASL user name {name!r}: use letters, digits and . _ @ - only")
+        if not password or any(c in password for c in '"\\\n\r'):
+            raise ConfigError(f"SASL user {name!r}: the password must be non-empty, without "
+                              "quotes, backslashes or line breaks")
+
+
 def _read_meta_cluster_id(meta: Path) -> str | None:
     try:
         for line in meta.read_text().splitlines():
@@ -103,13 +130,29 @@ class KafkaBroker(BrokerProcess):
     Give ``data_dir`` to keep topics across restarts; the cluster id and controller port are
     stored there so every restart joins the same formatted metadata log. Without it the broker
     lives in a temp dir that is removed when the Python process exits.
+
+    With ``sasl_ssl_port`` it also listens there with SASL over TLS (``tls``: its certificate
+    and key) for ``users`` (name -> password), by PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512.
+    ``port`` stays PLAINTEXT: the broker talks to itself there, readiness is checked there,
+    and SCRAM credentials are set there after each start.
     """
 
     name = "kafka"
 
     def __init__(self, port: int, data_dir: Path | None = None,
                  controller_port: int | None = None, heap: str = "512m",
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, sasl_ssl_port: int | None = None,
+                 tls: TlsFiles | None = None, users: Mapping[str, str] | None = None) -> None:
+        if sasl_ssl_port is not None:
+            if tls is None or not users:
+                raise ConfigError("a SASL_SSL listener needs tls (certificate chain and key) "
+                                  "and at least one user")
+            if sasl_ssl_port == port:
+                raise ConfigError(f"the SASL_SSL port {sasl_ssl_port} equals the broker port")
+            _check_users(users)
+        self.sasl_ssl_port = sasl_ssl_port
+        self.tls = tls
+        self.users: dict[str, str] = dict(users or {})
         if data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="streamrec-kafka-"))
             atexit.register(self._cleanup_temp)
@@ -128,6 +171,17 @@ class KafkaBroker(BrokerProcess):
             self.controller_port = self._pick_controller_port()
 
     # paths ---------------------------------------------------------------------------------
+    @property
+    def sasl_ssl_bootstrap(self) -> str | None:
+        """``127.0.0.1:PORT`` of the SASL_SSL listener, if there is one."""
+        return f"127.0.0.1:{self.sasl_ssl_port}" if self.sasl_ssl_port else None
+
+    @property
+    def keystore_path(self) -> Path:
+        """The SASL_SSL listener's key and certificate chain in one PEM file (Kafka's
+        file-based PEM key store), written on every start."""
+        return self.data_dir / "sasl-ssl-keystore.pem"
+
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
@@ -220,9 +274,56 @@ class KafkaBroker(BrokerProcess):
             # most of an idle single node's CPU; a broker of one node needs no tight cadence
             "metadata.max.idle.interval.ms": "5000",
         }
+        if self.sasl_ssl_port:
+            props.update(self._sasl_ssl_properties(props))
         text = "".join(f"{k}={v}\n" for k, v in props.items())
         self.properties_path.write_text("# written by streamrec on every start; edits are lost\n"
                                         + text)
+        if self.users:   # PLAIN passwords are in it
+            os.chmod(self.properties_path, 0o600)
+
+    def _sasl_ssl_properties(self, props: dict[str, str]) -> dict[str, str]:
+        """The SASL_SSL listener next to PLAINTEXT (still the inter-broker listener)."""
+        assert self.tls is not None
+        self._write_keystore()
+        listener = f"SASL_SSL://127.0.0.1:{self.sasl_ssl_port}"
+        prefix = "listener.name.sasl_ssl."
+        plain_users = " ".join(f'user_{n}="{p}"' for n, p in self.users.items())
+        out = {
+            "listeners": f"{props['listeners']},{listener}",
+            "advertised.listeners": f"{props['advertised.listeners']},{listener}",
+            "listener.security.protocol.map":
+                f"{props['listener.security.protocol.map']},SASL_SSL:SASL_SSL",
+            f"{prefix}sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+            f"{prefix}plain.sasl.jaas.config":
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f"{plain_users};",
+            f"{prefix}ssl.keystore.type": "PEM",
+            f"{prefix}ssl.keystore.location": str(self.keystore_path),
+        }
+        for mech in SASL_MECHANISMS[1:]:
+            out[f"{prefix}{mech.lower()}.sasl.jaas.config"] = \
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return out
+
+    def _write_keystore(self) -> None:
+        assert self.tls is not None
+        try:
+            key = Path(self.tls.key).read_text()
+            chain = Path(self.tls.certificate_chain).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the SASL_SSL listener's TLS files: {exc}") from None
+        if "-----BEGIN PRIVATE KEY-----" not in key:
+            raise ConfigError(f"{self.tls.key}: Kafka reads an unencrypted PKCS#8 key "
+                              "(-----BEGIN PRIVATE KEY-----); convert it with "
+                              "'openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY8'")
+        if "-----BEGIN CERTIFICATE-----" not in chain:
+            raise ConfigError(f"{self.tls.certificate_chain}: no PEM certificate in it")
+        tmp = self.keystore_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.strip() + "\n" + chain.strip() + "\n")
+        os.replace(tmp, self.keystore_path)
 
     def _write_log4j(self) -> None:
         path = str(self.server_log).replace("\\", "/")
@@ -260,8 +361,60 @@ class KafkaBroker(BrokerProcess):
                 "-cp", str(self.jars / "*"), "kafka.Kafka", str(self.properties_path)]
 
     def start(self, timeout: float = 90.0) -> None:
-        """Start and wait; the JVM needs 5-20 s on 2 cores, more after an unclean stop."""
+        """Start and wait; the JVM needs 5-20 s on 2 cores, more after an unclean stop.
+        With a SASL_SSL listener, also until its users' SCRAM credentials work."""
         super().start(timeout)
+        if self.sasl_ssl_port:
+            try:
+                self._set_scram_credentials(timeout)
+            except BaseException:
+                self.stop()
+                raise
+
+    def _set_scram_credentials(self, timeout: float) -> None:
+        """Upsert every user's SCRAM credentials over PLAINTEXT (KRaft keeps them in its
+        metadata log), then wait until a SCRAM login over SASL_SSL succeeds: the broker
+        applies them a moment after the controller commits them."""
+        from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
+                                           UserScramCredentialUpsertion)
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0,
+                             "logger": logging.getLogger("librdkafka.admin")})
+        # one request per mechanism: Kafka refuses two changes of one user in a request
+        for mech in (ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512):
+            upserts = [UserScramCredentialUpsertion(name, ScramCredentialInfo(mech, 4096),
+                                                    password.encode())
+                       for name, password in self.users.items()]
+            for name, fut in admin.alter_user_scram_credentials(upserts).items():
+                try:
+                    fut.result(timeout)
+                except Exception as exc:
+                    raise BrokerUnavailable(f"kafka: setting the {mech.name} credentials of "
+                                            f"{name!r} failed: {exc}") from None
+        deadline = time.monotonic() + timeout
+        name, password = next(iter(self.users.items()))
+        for mech in SASL_MECHANISMS[1:]:
+            while not self._sasl_login_works(name, password, mech):
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(f"kafka: a {mech} login of {name!r} on "
+                                            f"{self.sasl_ssl_bootstrap} did not succeed within "
+                                            f"{timeout:.0f} s; see {self.server_log}")
+                time.sleep(0.2)
+
+    def _sasl_login_works(self, name: str, password: str, mechanism: str) -> bool:
+        """One metadata request over SASL_SSL (the certificate itself is not checked here:
+        this is about the credentials; clients check it)."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.sasl_ssl_bootstrap,
+                             "security.protocol": "SASL_SSL", "sasl.mechanism": mechanism,
+                             "sasl.username": name, "sasl.password": password,
+                             "enable.ssl.certificate.verification": False,
+                             "log_level": 0, "logger": logging.getLogger("librdkafka.admin")})
+        try:
+            return bool(admin.list_topics(timeout=5).brokers)
+        except Exception:
+            return False
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM: Kafka shuts down cleanly (flushes, writes its clean-shutdown marker)."""
