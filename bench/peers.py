@@ -1,14 +1,17 @@
 """Peers of streamrec under the same prequential protocol ("lead the peers").
 
-    python bench/peers.py [--data PATH] [--out bench/results] [--quick]
+    python bench/peers.py [--data PATH] [--out bench/results] [--quick] [--synthetic SEED]
 
 Runs, on MovieLens 100K (first 90 % trains, last 10 % is test-then-train, hit@10 on
 ratings >= 4): all-time and recent popularity, static LightFM, LightFM ``fit_partial``
 every 1/10/50 events (plain ``lightfm.LightFM``: WARP, 30 components, lr 0.05, 10 epochs per
 update, no features, all users and items pre-allocated), implicit ALS with fold-in
 (``partial_fit_users`` + ``partial_fit_items`` after every positive), an incremental
-item-item co-occurrence kNN, and the streamrec engine (per event, and its best variant).
-Prints one table and writes ``peers.json`` and ``peers.png`` to ``--out``.
+item-item co-occurrence kNN, sequential rules (Ludewig & Jannach; W = 5 / decay 0.6 and
+W = 10 / decay 0.8) and SR + 0.5 x item-kNN (issue #18), and the streamrec engine (per
+event, and its best variant). Prints one table and writes ``peers.json`` and ``peers.png``
+to ``--out`` (``peers-synthetic.json`` / ``.png`` for ``--synthetic``: the power-user stream
+of ``bench/synthetic_history.py`` instead of ML-100K).
 
 Every peer sends a user without any positive yet to recent popularity (5,000 positives),
 as the engine sends unknown users to its fallback list.
@@ -53,6 +56,8 @@ REFERENCE = {  # hit@10 measured elsewhere for this protocol (5,629 positives)
     "item-kNN": 0.183, "ALS fold-in": 0.176, "LightFM every 1": 0.174,
     "LightFM every 10": 0.162, "LightFM every 50": 0.135, "LightFM static": 0.097,
     "recent popularity": 0.096, "popularity": 0.086,
+    "sequential rules W=5 decay 0.6": 0.190, "sequential rules W=10 decay 0.8": 0.196,
+    "SR + 0.5 item-kNN": 0.2095,      # issue #18
 }
 
 
@@ -314,7 +319,8 @@ def peer_models(quick: bool = False, periodic: bool = False) -> list:
     cache = BootstrapCache()
     return [Popularity(), Popularity(window=5000, name="recent popularity"),
             LightFMPeer(None), *[LightFMPeer(b) for b in ((10, 50) if quick else (1, 10, 50))],
-            ALSPeer(), ItemKNNPeer(),
+            ALSPeer(), ItemKNNPeer(), SequentialRulesPeer(5, 0.6), SequentialRulesPeer(10, 0.8),
+            sr_knn(0.5),
             EngineModel(settings, None, cache=cache, name="streamrec static"),
             *([PeriodicRetrain(settings, 2000)] if periodic else []),
             EngineModel(settings, 1, cache=cache, name="streamrec B=1"),
@@ -322,13 +328,13 @@ def peer_models(quick: bool = False, periodic: bool = False) -> list:
 
 
 def run_peers(stream: Stream, quick: bool = False, periodic: bool = False,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, reference: bool = True) -> list[dict]:
     """Run every peer through the prequential protocol; one summary dict per model."""
     summaries = []
     for model in peer_models(quick, periodic):
         res = run_prequential(model, stream, progress=progress)
         s = res.summary()
-        s["reference"] = REFERENCE.get(model.name)
+        s["reference"] = REFERENCE.get(model.name) if reference else None
         summaries.append(s)
         print(f"{s['name']:<28} hit@10 {s['hit@10']:.4f}  ({s['seconds']:.0f} s)",
               file=sys.stderr, flush=True)
@@ -343,18 +349,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     p.add_argument("--quick", action="store_true", help="skip the slow per-event LightFM")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--synthetic", type=int, default=None, metavar="SEED",
+                   help="the synthetic power-user stream of this seed instead of ML-100K")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    stream = Stream.from_movielens(load_movielens(find_movielens(args.data, download=False)))
-    summaries = run_peers(stream, quick=args.quick, progress=not args.no_progress)
+    if args.synthetic is None:
+        stream = Stream.from_movielens(load_movielens(find_movielens(args.data,
+                                                                     download=False)))
+        data, stem = "MovieLens 100K", "peers"
+    else:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from bench.synthetic_history import generate
+        stream = generate(args.synthetic).stream()
+        data, stem = f"synthetic power-user stream, seed {args.synthetic}", "peers-synthetic"
+    summaries = run_peers(stream, quick=args.quick, progress=not args.no_progress,
+                          reference=args.synthetic is None)
     print(format_table(summaries))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "peers.json").write_text(json.dumps(
-        {"protocol": {"data": "MovieLens 100K", "split": 0.9, "n": 10,
+    (args.out / f"{stem}.json").write_text(json.dumps(
+        {"protocol": {"data": data, "split": 0.9, "n": 10,
                       "positive_rating": POSITIVE, "positives": summaries[0]["positives"]},
          "models": summaries}, indent=1))
-    plot(summaries, args.out / "peers.png")
-    print(f"wrote {args.out / 'peers.json'} and {args.out / 'peers.png'}")
+    plot(summaries, args.out / f"{stem}.png")
+    print(f"wrote {args.out / (stem + '.json')} and {args.out / (stem + '.png')}")
     return 0
 
 

@@ -6,7 +6,9 @@
    bootstrapped on the first 90 %, then each of the last 10 % events applied alone
    (``apply_interactions``: history, counts, ``fit_partial``) and the user's list of 20
    built (``Engine.lists``), with the transition index off (``trans_window=0``: not counted,
-   not blended) and on (the defaults). Median of ``--repeats`` passes, microseconds per event.
+   not blended) and on (the defaults). Median of ``--repeats`` passes (the two interleaved),
+   CPU microseconds per event (``time.process_time``: one thread each, and the shared box's
+   other jobs inflate CPU time less than wall time).
 2. **Counts at 100 k items** (``bench/state_scale.py``'s power-law stream: ``--positives``
    over 200 k users x 100 k items, micro-batches of 2,000): ``CooccurrenceIndex.add`` per
    positive without and with transitions, the sparse scores per user (co-occurrence and
@@ -48,28 +50,30 @@ def engine_costs(repeats: int) -> dict:
     st = Stream.from_movielens(load_movielens(find_movielens(download=False)))
     lo = st.split_index(0.9)
     events = st.events(lo, len(st)).interactions()
-    out = {}
-    for name, kw in (("transitions off", {"trans_window": 0, "trans_weight": 0.0}),
-                     ("defaults (transitions on)", {})):
-        s = engine_settings(fit_threads=1, **kw)
-        upd, lst = [], []
-        for _ in range(repeats):
+    configs = {"transitions off": {"trans_window": 0, "trans_weight": 0.0},
+               "defaults (transitions on)": {}}
+    runs = {name: {"update_us": [], "list_us": []} for name in configs}
+    for _ in range(repeats):            # interleaved, so load on the box hits both alike
+        for name, kw in configs.items():
+            s = engine_settings(fit_threads=1, **kw)
             e = bootstrap_engine(s, st.events(0, lo))
             t_add = t_list = 0.0
             for ev in events:
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 e.apply_interactions([ev])
-                t1 = time.perf_counter()
+                t1 = time.process_time()
                 e.lists(np.array([e.users.get(ev.user_id)]), s.top_n)
-                t_list += time.perf_counter() - t1
+                t_list += time.process_time() - t1
                 t_add += t1 - t0
-            upd.append(1e6 * t_add / len(events))
-            lst.append(1e6 * t_list / len(events))
-            print(f"{name}: update {upd[-1]:.0f} us, list {lst[-1]:.0f} us per event",
-                  flush=True)
-        out[name] = {"update_us": statistics.median(upd), "list_us": statistics.median(lst),
-                     "runs": {"update_us": upd, "list_us": lst},
-                     "counts_mb": e.cooc.nbytes / MB}
+            runs[name]["update_us"].append(1e6 * t_add / len(events))
+            runs[name]["list_us"].append(1e6 * t_list / len(events))
+            runs[name]["counts_mb"] = e.cooc.nbytes / MB
+            print(f"{name}: update {runs[name]['update_us'][-1]:.0f} us, list "
+                  f"{runs[name]['list_us'][-1]:.0f} us per event", flush=True)
+    out = {name: {"update_us": statistics.median(r["update_us"]),
+                  "list_us": statistics.median(r["list_us"]), "counts_mb": r["counts_mb"],
+                  "runs": {"update_us": r["update_us"], "list_us": r["list_us"]}}
+           for name, r in runs.items()}
     return out
 
 

@@ -44,13 +44,15 @@ class CooccurrenceIndex:
     after a merge (0: unbounded; dense mode never prunes). Users and items are any
     non-negative ints below 2**31 (engine rows, dataset codes); users should be dense.
     ``transitions``: also count the order of positives (:mod:`stream_app.transitions`),
-    ``(window, decay, recent)``, from the same positives (nothing more is stored).
+    ``(window, decay, recent)``, from the same positives (nothing more is stored), dense up
+    to ``transitions_dense_max`` items (default ``dense_max``).
     """
 
     def __init__(self, alpha: float = 0.7, recent: int = 20, pair_window: int | None = None,
                  capacity: int = 256, growth: float = 1.5, dense_max: int = 16_384,
                  max_neighbours: int = 200, merge_min: int = 1 << 21,
-                 transitions: tuple[int, float, int] | None = None) -> None:
+                 transitions: tuple[int, float, int] | None = None,
+                 transitions_dense_max: int | None = None) -> None:
         self.alpha = alpha
         self.recent = recent
         self.pair_window = pair_window
@@ -68,8 +70,10 @@ class CooccurrenceIndex:
         self.transitions: TransitionCounts | None = None
         if transitions is not None:
             window, decay, recent_t = transitions
-            self.transitions = TransitionCounts(window, decay, recent_t, capacity, dense_max,
-                                                max_neighbours, merge_min)
+            self.transitions = TransitionCounts(
+                window, decay, recent_t, capacity,
+                dense_max if transitions_dense_max is None else transitions_dense_max,
+                max_neighbours, merge_min)
 
     @property
     def capacity(self) -> int:

@@ -89,7 +89,8 @@ class Engine:
                                       max_neighbours=settings.cooc_max_neighbours,
                                       transitions=(settings.trans_window, settings.trans_decay,
                                                    settings.trans_recent)
-                                      if settings.trans_window > 0 else None)
+                                      if settings.trans_window > 0 else None,
+                                      transitions_dense_max=settings.trans_dense_items)
         self.dirty_users: set[int] = set()
         self.ann: IVFIndex | None = None          # large catalogues: stream_app/candidates.py
         self._ann_touched: list[np.ndarray] = []

@@ -239,6 +239,10 @@ class Settings(BaseSettings):
                                "positive in a user's transition scores: decay ** k")
     trans_recent: int = Field(5, ge=1, description="a user's last positives whose "
                               "transitions score items")
+    trans_dense_items: int = Field(
+        4_096, ge=1, description="transition counts stay a dense matrix up to this many item "
+        "rows (64 MB at the default), bounded sparse counts beyond (pruned to "
+        "cooc_max_neighbours per item): a positive adds at most trans_window of them")
     cooc_dense_items: int = Field(
         16_384, ge=1, description="co-occurrence counts stay a dense matrix up to this many "
         "item rows (1 GB at the default), sparse rows beyond (a dense 100 k catalogue would "

@@ -182,3 +182,12 @@ def test_a_checkpoint_restores_the_transitions_from_the_stored_positives(tmp_pat
     np.testing.assert_array_equal(restored.cooc.transition_scores(rows, valid),
                                   e.cooc.transition_scores(rows, valid))
     assert [p[0] for p in restored.lists(rows, 10)] == [p[0] for p in e.lists(rows, 10)]
+
+
+def test_sparse_transitions_in_the_engine_give_the_dense_lists():
+    rows = np.arange(60)
+    dense, sparse = engine(), engine(trans_dense_items=8)
+    assert not dense.cooc.transitions.sparse and sparse.cooc.transitions.sparse
+    for (wr, ws, _), (gr, gs, _) in zip(dense.lists(rows, 10), sparse.lists(rows, 10)):
+        assert wr == gr
+        np.testing.assert_allclose(gs, ws, rtol=1e-5, atol=1e-5)
