@@ -54,6 +54,9 @@ RESTARTS = Counter("streamrec_lookup_consumer_restarts_total",
 METADATA_EVERY_S = 10.0
 """How often the consumer looks for partitions added to its topics."""
 LAG_EVERY_S = 1.0
+MAX_BACKOFF_S = 5.0
+"""Restarts of a failed consumer back off up to this: a broker that comes back is read from
+within seconds."""
 
 
 class LookupConsumer(threading.Thread):
@@ -84,16 +87,19 @@ class LookupConsumer(threading.Thread):
         """Consume until stopped; any failure is logged, counted and retried with backoff."""
         delay = 0.5
         while not self._halt.is_set():
+            started = time.monotonic()
             try:
                 self._session()
                 return
             except Exception as exc:  # the broker is away, or anything else: never give up
                 self.error = f"{type(exc).__name__}: {exc}"
                 RESTARTS.inc()
+                if time.monotonic() - started > 60:
+                    delay = 0.5          # it ran a while: a new failure, not the same one
                 log.warning("lookup consumer stopped (%s); starting it again in %.1f s "
                             "(serving the stored lists meanwhile)", self.error, delay)
                 self._halt.wait(delay)
-                delay = min(30.0, delay * 2)
+                delay = min(MAX_BACKOFF_S, delay * 2)
 
     def _session(self) -> None:
         conf = consumer_config(self.settings, self.settings.lookup_commit_group or
@@ -116,7 +122,10 @@ class LookupConsumer(threading.Thread):
                     self._update_lag(consumer, offsets)
                 if now - checked >= METADATA_EVERY_S:
                     checked = now
-                    self._add_new_partitions(consumer, offsets)
+                    try:
+                        self._add_new_partitions(consumer, offsets)
+                    except KafkaException as exc:   # the broker is away: the consumer
+                        log.debug("partition check skipped: %s", exc)   # itself reconnects
                 if self.settings.lookup_commit_group and now - committed >= 5.0:
                     committed = now
                     self._commit(consumer, offsets)

@@ -171,8 +171,8 @@ def run_retrain(settings: Settings, since: float | None = None, dry_run: bool = 
     """Replay, train, evaluate; unless ``dry_run``, write a versioned checkpoint under
     ``STATE_DIR/retrain/VERSION`` and announce it on the control topic for the worker."""
     t0 = time.perf_counter()
-    replayed = replay_into_engine(settings, since=since, progress=progress,
-                                  until_time=time.time())
+    replayed = _patiently(settings, "replay", lambda: replay_into_engine(
+        settings, since=since, progress=progress, until_time=time.time()))
     engine = replayed.engine
     metrics = train_engine(settings, replayed, holdout=holdout, progress=progress)
     result = {"records": replayed.records, "interactions": int(len(replayed.users)),
@@ -189,11 +189,29 @@ def run_retrain(settings: Settings, since: float | None = None, dry_run: bool = 
         store.checkpoint(engine)
     finally:
         store.close()
-    announce(settings, {"type": "model", "version": version, "path": str(root.resolve()),
-                        "offsets": engine.offsets,
-                        "holdout": {k: float(v) for k, v in metrics.items()}})
+    message = {"type": "model", "version": version, "path": str(root.resolve()),
+               "offsets": engine.offsets, "holdout": {k: float(v) for k, v in metrics.items()}}
+    _patiently(settings, "announce", lambda: announce(settings, message))
     result.update(announced=True, version=version, path=str(root))
     return result
+
+
+def _patiently(settings: Settings, what: str, step):
+    """Run ``step``; a broker that goes away meanwhile is waited for and the step begins
+    again (up to ``broker_wait_s``; 0: as long as it takes)."""
+    from tenacity import (Retrying, retry_if_exception_type, stop_after_delay, stop_never,
+                          wait_exponential)
+
+    from streamrec.errors import BrokerUnavailable
+
+    wait = settings.broker_wait_s
+    retrying = Retrying(retry=retry_if_exception_type(BrokerUnavailable), reraise=True,
+                        wait=wait_exponential(multiplier=1, max=30),
+                        stop=stop_after_delay(wait) if wait else stop_never,
+                        before_sleep=lambda st: log.warning(
+                            "retrain %s interrupted (%s); starting it again", what,
+                            st.outcome.exception()))
+    return retrying(step)
 
 
 def announce(settings: Settings, message: dict) -> None:

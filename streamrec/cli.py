@@ -17,6 +17,21 @@ from streamrec.settings import Settings
 
 app = typer.Typer(help="streamrec: fresh recommendations from an event stream.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from streamrec import __version__
+
+        typer.echo(f"streamrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="print the version and exit")] = False) -> None:
+    """streamrec: fresh recommendations from an event stream."""
 produce_app = typer.Typer(help="Send events to the interactions topic.", no_args_is_help=True)
 app.add_typer(produce_app, name="produce")
 
@@ -26,6 +41,19 @@ Bootstrap = Annotated[Optional[str], typer.Option(
 StateDir = Annotated[Optional[Path], typer.Option(
     "--state-dir", envvar="STREAMREC_STATE_DIR", help="where state lives [default: .streamrec]")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")]
+
+
+class LossName(str, Enum):
+    """LightFM losses (``STREAMREC_LOSS``)."""
+
+    warp = "warp"
+    bpr = "bpr"
+    logistic = "logistic"
+    warp_kos = "warp-kos"
+
+
+LossOption = Annotated[Optional[LossName], typer.Option(
+    help="LightFM loss [default: warp, or STREAMREC_LOSS]")]
 
 
 class BrokerEngine(str, Enum):
@@ -97,13 +125,13 @@ def worker(bootstrap_servers: Bootstrap = None, state_dir: StateDir = None,
                help="seconds to wait for a batch to fill")] = None,
            no_progress: Annotated[bool, typer.Option(
                "--no-progress", help="no progress bars")] = False,
-           verbose: Verbose = False) -> None:
+           loss: LossOption = None, verbose: Verbose = False) -> None:
     """The stream worker: micro-batched fit_partial and top-N refresh."""
     from stream_app.app import run_worker
 
     setup_logging(verbose)
     s = settings_from(bootstrap_servers, state_dir, max_batch=max_batch,
-                      batch_window_s=batch_window)
+                      batch_window_s=batch_window, loss=loss.value if loss else None)
     level = "DEBUG" if verbose else os.environ.get("STREAMREC_LOG_LEVEL", "INFO").upper()
     run_worker(s, progress=not no_progress, loglevel=level)
 
@@ -176,17 +204,22 @@ def recommend(user_id: Annotated[str, typer.Argument(help="the user's id")],
               "http://127.0.0.1:8000",
               bootstrap_servers: Bootstrap = None, state_dir: StateDir = None) -> None:
     """Print a user's current list (from the lookup API, else from the topic)."""
-    import httpx
+    import dataclasses
+
     import orjson
 
     from consumers.topic_lookup import latest_list
+    from streamrec.client import LookupClient
+    from streamrec.errors import LookupFailed
 
+    s = settings_from(bootstrap_servers, state_dir)
+    token = s.api_token.get_secret_value() if s.api_token else None
     try:
-        r = httpx.get(f"{api}/recommendations/{user_id}", params={"n": n}, timeout=5)
-        r.raise_for_status()
-        doc = r.json()
-    except httpx.HTTPError:
-        doc = latest_list(settings_from(bootstrap_servers, state_dir), user_id, n)
+        with LookupClient(api, token=token, timeout=5) as client:
+            doc = dataclasses.asdict(client.get(user_id, n))
+        doc["items"] = [{k: v for k, v in it.items() if v is not None} for it in doc["items"]]
+    except LookupFailed:
+        doc = latest_list(s, user_id, n)
     typer.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -197,6 +230,7 @@ def retrain(since: Annotated[Optional[float], typer.Option(
                 help="train and evaluate only; write and announce nothing")] = False,
             holdout: Annotated[float, typer.Option(
                 help="newest fraction of events held out for evaluation")] = 0.02,
+            loss: LossOption = None,
             bootstrap_servers: Bootstrap = None, state_dir: StateDir = None,
             verbose: Verbose = False) -> None:
     """Replay the topics from the beginning, train a fresh model, hot-swap it into the worker."""
@@ -206,7 +240,7 @@ def retrain(since: Annotated[Optional[float], typer.Option(
     from streamrec.broker import ensure_topics, wait_for_broker
 
     setup_logging(verbose)
-    s = settings_from(bootstrap_servers, state_dir)
+    s = settings_from(bootstrap_servers, state_dir, loss=loss.value if loss else None)
     wait_for_broker(s.bootstrap_servers, s.broker_wait_s, s.kafka_common())
     ensure_topics(s)
     result = run_retrain(s, since=since, dry_run=dry_run, holdout=holdout)

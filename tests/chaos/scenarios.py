@@ -99,7 +99,11 @@ def run(name: str, broker: KafkaBroker, work: Path, faults: Callable[[Ctx], None
                      60, "every list published", interval=0.2)
         except AssertionError as exc:   # the account below says what is missing
             ctx.notes.append(str(exc))
-        time.sleep(2.0)   # the last lists reach the lookup
+        try:
+            wait_for(lambda: _caught_up(s), 60, "the lookup to catch up", interval=0.2)
+        except AssertionError as exc:
+            ctx.notes.append(str(exc))
+        time.sleep(1.0)
         stale = lists_check(s, stream)
     finally:
         reader.stop()
@@ -221,6 +225,13 @@ def partitions_added(ctx: Ctx) -> None:
 def _answers(s: Settings) -> bool:
     import httpx
     return httpx.get(f"http://127.0.0.1:{s.http_port}/healthz", timeout=1).status_code == 200
+
+
+def _caught_up(s: Settings) -> bool:
+    """The lookup is ready and has no lag left on any lists partition."""
+    import httpx
+    r = httpx.get(f"http://127.0.0.1:{s.http_port}/readyz", timeout=1)
+    return r.status_code == 200 and r.json().get("lag") == 0
 
 
 def _ready(s: Settings) -> bool:

@@ -112,12 +112,15 @@ def _small_movielens(tmp_path: Path, n: int = 4000) -> Path:
     return dst
 
 
+@pytest.mark.tansu
 def test_demo_runs_end_to_end_and_lists_change(broker, tmp_path: Path) -> None:
+    """The demo starts its own broker: Apache Kafka by default (Tansu in the Tansu run)."""
     from streamrec.demo import run_demo
 
     out = run_demo(data=_small_movielens(tmp_path), rate=2000, http_port=free_port(),
-                   bootstrap=broker.bootstrap if broker.engine != "tansu" else None,
+                   engine="tansu" if broker.engine == "tansu" else "kafka",
                    state_dir=tmp_path / "state", serve_forever=False)
+    assert out["broker_s"] > 0
     returning, new = out["users"]
     assert out["before"][new]["source"] == "fallback"
     assert out["after"][new]["source"] == "model"

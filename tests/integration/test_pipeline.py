@@ -78,6 +78,7 @@ def pipeline(settings: Settings, tmp_path: Path):
         p.stop()
 
 
+@pytest.mark.tansu
 def test_new_user_list_within_10s_excludes_seen(settings: Settings, ingest: str,
                                                 tmp_path: Path) -> None:
     settings = settings.model_copy(update={"ingest": ingest})
@@ -149,6 +150,7 @@ INVALID = [
 ]
 
 
+@pytest.mark.tansu
 def test_invalid_events_go_to_dlq_and_valid_ones_all_apply(settings: Settings,
                                                            pipeline) -> None:
     worker, _ = pipeline
@@ -204,6 +206,7 @@ def test_bootstrap_from_existing_topic(settings: Settings, tmp_path: Path) -> No
         lookup.stop()
 
 
+@pytest.mark.tansu
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 def test_restart_worker_and_lookup_loses_nothing(settings: Settings, tmp_path: Path,
                                                  how: str, ingest: str) -> None:
