@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import orjson
 
+from streamrec.broker import wait_for_broker
 from streamrec.replay import read_topics
 from streamrec.schema import FALLBACK_KEY
 from streamrec.settings import Settings
 
 
 def latest_list(settings: Settings, user_id: str, n: int) -> dict:
-    """Scan the (compacted) topic for the last value of ``user_id``; fallback if none."""
-
+    """Scan the (compacted) topic for the last value of ``user_id``; fallback if none.
+    A broker that does not answer within ``broker_wait_s`` (10 s if that is 0: this is a
+    command someone waits for), wrong credentials or an untrusted certificate raise a
+    :class:`~streamrec.errors.StreamrecError` saying so."""
+    wait_for_broker(settings.bootstrap_servers, settings.broker_wait_s or 10.0,
+                    settings.kafka_common(), what="recommend")
     latest: dict[str, bytes] = {}
     wanted = {user_id.encode(), FALLBACK_KEY.encode()}
     for chunk in read_topics(settings, [settings.topic_recommendations], idle_s=0.3):
