@@ -53,10 +53,15 @@ RESTARTS = Counter("streamrec_lookup_consumer_restarts_total",
 
 METADATA_EVERY_S = 10.0
 """How often the consumer looks for partitions added to its topics."""
-LAG_EVERY_S = 1.0
+LAG_EVERY_S = 2.0
+STALL_S = 15.0
 MAX_BACKOFF_S = 5.0
 """Restarts of a failed consumer back off up to this: a broker that comes back is read from
 within seconds."""
+
+
+class ConsumerStalled(RuntimeError):
+    """The consumer is assigned and behind, yet reads nothing: start it again."""
 
 
 class LookupConsumer(threading.Thread):
@@ -76,6 +81,7 @@ class LookupConsumer(threading.Thread):
         self.lag: dict[int, int] = {}
         self._targets: dict[int, int] = {}
         self._event_parts: set[int] = set()
+        self._position, self._moved_at = -1, time.monotonic()
         self.seen = RecentSeen(settings.lookup_seen_users, settings.lookup_seen_per_user) \
             if settings.lookup_seen_filter else None
 
@@ -111,6 +117,7 @@ class LookupConsumer(threading.Thread):
             offsets = {str(k): v for k, v in self.store.offsets().items()}
             self._assign(consumer, offsets)
             self.error = None
+            self._position, self._moved_at = -1, time.monotonic()
             checked = committed = lagged = time.monotonic()
             while not self._halt.is_set():
                 first = consumer.poll(1.0)  # returns as soon as a list arrives
@@ -192,17 +199,28 @@ class LookupConsumer(threading.Thread):
 
     # ----------------------------------------------------------------- progress
     def _update_lag(self, consumer: Consumer, offsets: dict[str, int]) -> None:
-        """Lag per lists partition from the cached high watermark; ready once every
-        partition reached the end it had when the lookup first assigned it."""
+        """Lag per lists partition from the broker's high watermark (a ListOffsets request:
+        the cached one stops moving when the consumer stops fetching); ready once every
+        partition reached the end it had when the lookup first assigned it. A consumer that
+        has fallen behind and not moved for ``STALL_S`` is stuck (seen once after a broker
+        restart: assigned, yet fetching nothing) and is started again."""
         topic = self.settings.topic_recommendations
-        for p in self.partitions:
-            try:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
-            except KafkaException:
-                continue
-            if high >= 0:
-                self.lag[p] = max(0, high - offsets.get(str(p), 0))
-                CONSUMER_LAG.labels(topic, str(p)).set(self.lag[p])
+        try:
+            for p in self.partitions:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)
+                if high >= 0:
+                    self.lag[p] = max(0, high - offsets.get(str(p), 0))
+                    CONSUMER_LAG.labels(topic, str(p)).set(self.lag[p])
+        except KafkaException as exc:   # the broker is away: the consumer reconnects itself
+            log.debug("lag check skipped: %s", exc)
+            return
+        position = sum(offsets.values())
+        now = time.monotonic()
+        if position != self._position or not any(self.lag.values()):
+            self._position, self._moved_at = position, now
+        elif now - self._moved_at > STALL_S:
+            raise ConsumerStalled(f"{sum(self.lag.values())} lists waiting on {topic} and none "
+                                  f"read for {now - self._moved_at:.0f} s")
         if not self.ready.is_set() and all(offsets.get(str(p), 0) >= self._targets.get(p, 0)
                                            for p in self.partitions):
             self.ready.set()

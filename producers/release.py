@@ -14,6 +14,7 @@ import uuid
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from streamrec.broker.base import wait_for_broker
 from streamrec.control import sign
 from streamrec.errors import BrokerUnavailable
 from streamrec.kafka import consumer_config, producer_config
@@ -44,6 +45,8 @@ def release(settings: Settings, user: str | None = None, item: str | None = None
     if (user is None) == (item is None):
         raise ValueError("release exactly one of user or item")
     kind, ident = ("user", user) if user is not None else ("item", item)
+    wait_for_broker(settings.bootstrap_servers, settings.broker_wait_s,
+                    settings.kafka_common(), what="release")
     p = Producer(producer_config(settings))
     secret = settings.control_key.get_secret_value() if settings.control_key else None
     p.produce(settings.topic_control, key=b"release",

@@ -159,7 +159,7 @@ def _add_agent(app: faust.App, settings: Settings, worker: Worker, recorded) -> 
 def _add_batch_task(app: faust.App, settings: Settings, worker: Worker, recorded) -> None:
     """``ingest="batch"``: a Faust task reads whole fetch batches with librdkafka (in a
     thread) and applies them on the event loop, where the timers run too."""
-    from stream_app.ingest import BatchConsumer
+    from stream_app.ingest import BatchConsumer, ConsumerStalled
 
     @app.task
     @recorded
@@ -169,9 +169,16 @@ def _add_batch_task(app: faust.App, settings: Settings, worker: Worker, recorded
         worker.on_checkpoint = consumer.commit
         try:
             while True:
-                records = await loop.run_in_executor(
-                    None, consumer.poll_batch, settings.max_batch,
-                    worker.idle_timeout(IDLE_POLL_S))
+                try:
+                    records = await loop.run_in_executor(
+                        None, consumer.poll_batch, settings.max_batch,
+                        worker.idle_timeout(IDLE_POLL_S))
+                except ConsumerStalled as exc:
+                    log.warning("%s; starting a new consumer", exc)
+                    consumer.close()
+                    consumer = BatchConsumer(settings, worker)
+                    worker.on_checkpoint = consumer.commit
+                    continue
                 if records:
                     worker.handle(records, backlog=consumer.behind(records,
                                                                    settings.max_batch))

@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 
 LAG_EVERY_S = 1.0
 """How often the consumer-lag gauges are refreshed."""
+STALL_S = 20.0
+
+
+class ConsumerStalled(RuntimeError):
+    """The ingest consumer is assigned and behind, yet reads nothing: start it again."""
 
 
 class BatchConsumer:
@@ -45,6 +50,7 @@ class BatchConsumer:
         self.consumer.subscribe(self.topics, on_assign=self._on_assign)
         self._assigned: list[TopicPartition] = []
         self._lag_at = 0.0
+        self._position, self._moved_at = -1, time.monotonic()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         offsets = self.worker.engine.offsets
@@ -65,6 +71,9 @@ class BatchConsumer:
             first = self.consumer.poll(timeout)
             if time.monotonic() - self._lag_at >= LAG_EVERY_S:
                 self._update_lag()
+                if first is None and self._stalled():
+                    raise ConsumerStalled("the ingest consumer is assigned and behind, yet "
+                                          f"read nothing for {STALL_S:.0f} s")
             if first is None:
                 return []
             msgs = [first, *self.consumer.consume(n - 1, 0)] if n > 1 else [first]
@@ -94,6 +103,27 @@ class BatchConsumer:
             lag[key] = behind = max(0, high - offsets.get(key, 0))
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(behind)
         self.worker.lag = lag
+
+    def _stalled(self) -> bool:
+        """Behind the broker's high watermark (a ListOffsets request: the cached one stops
+        moving when the consumer stops fetching), and the state has not moved for
+        ``STALL_S`` while this consumer polled: seen once after a broker restart."""
+        offsets = self.worker.engine.offsets
+        position = sum(offsets.values())
+        now = time.monotonic()
+        if position != self._position:
+            self._position, self._moved_at = position, now
+            return False
+        if now - self._moved_at < STALL_S:
+            return False
+        try:
+            behind = any(self.consumer.get_watermark_offsets(tp, timeout=1)[1] >
+                         offsets.get(f"{tp.topic}:{tp.partition}", 0) for tp in self._assigned)
+        except Exception:   # the broker is away: not a stall of ours
+            return False
+        if not behind:
+            self._moved_at = now
+        return behind
 
     def behind(self, records: list[Record], n: int) -> bool:
         """A backlog waits after this batch: it was full, or a partition's high watermark

@@ -77,7 +77,8 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    logging.getLogger("librdkafka").setLevel(logging.WARNING)
+    logging.getLogger("librdkafka").setLevel(
+        logging.DEBUG if os.environ.get("STREAMREC_KAFKA_DEBUG") else logging.WARNING)
     for noisy in ("aiokafka", "faust", "mode", "kafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -309,11 +310,19 @@ def demo(data: Annotated[Optional[Path], typer.Option(help="MovieLens 100K folde
 
 
 def main() -> None:
+    from pydantic import ValidationError
+
     try:
         app()
     except StreamrecError as exc:
         typer.echo(f"streamrec: {exc}", err=True)
         sys.exit(1)
+    except ValidationError as exc:   # a STREAMREC_* variable or flag out of its range
+        problems = "; ".join(f"STREAMREC_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                             for e in exc.errors()[:3])
+        typer.echo(f"streamrec: invalid setting ({problems}); see README, Command line",
+                   err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
 

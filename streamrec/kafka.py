@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from typing import Any
 
@@ -22,6 +23,13 @@ to 40 ms; a list must follow its event within a few ms (docs/latency-notes.md). 
 broker that comes back is reconnected to within a second (librdkafka backs off up to 10 s)."""
 
 
+def diagnostics() -> dict[str, Any]:
+    """``STREAMREC_KAFKA_DEBUG`` (e.g. ``metadata,broker,topic``): librdkafka's own debug
+    contexts, logged by every client of ours at DEBUG on the ``librdkafka`` logger."""
+    contexts = os.environ.get("STREAMREC_KAFKA_DEBUG", "").strip()
+    return {"debug": contexts} if contexts else {}
+
+
 METADATA_REFRESH_MS = 10_000
 """Partitions added to a topic are seen within this (librdkafka's default is 5 minutes)."""
 
@@ -39,6 +47,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "compression.type": "none",
         "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
         "logger": _rdkafka_log,
+        **diagnostics(),
     }
     conf.update(overrides)
     return conf
@@ -60,6 +69,7 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "enable.partition.eof": False,
         "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
         "logger": _rdkafka_log,
+        **diagnostics(),
     }
     conf.update(overrides)
     return conf

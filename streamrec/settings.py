@@ -40,7 +40,8 @@ def _default_state_dir() -> Path:
 
 
 OTHER_ENV = frozenset({"STREAMREC_LOG_LEVEL", "STREAMREC_CACHE_DIR",
-                       "STREAMREC_MAVEN_REPOSITORY", "STREAMREC_TEST_BROKER"})
+                       "STREAMREC_MAVEN_REPOSITORY", "STREAMREC_TEST_BROKER",
+                       "STREAMREC_KAFKA_DEBUG"})
 """``STREAMREC_*`` variables that are read elsewhere, not settings (log level, the jar cache
 and its Maven mirror, the test suite's broker choice)."""
 
@@ -346,6 +347,25 @@ class Settings(BaseSettings):
     lookup_seen_users: int = Field(100_000, ge=1, description="users whose recent items the "
                                    "lookup remembers (least recently active dropped first)")
     lookup_seen_per_user: int = Field(64, ge=1, description="recent items kept per user")
+    lookup_mode: Literal["replica", "partitioned"] = Field(
+        "replica", description="replica: every lookup reads every partition of "
+        "recommendations (a full copy; run as many as you like, each with its own state dir "
+        "and port). partitioned: lookups share the partitions in the consumer group "
+        "lookup_group, each stores only its own, and a request for another replica's user is "
+        "forwarded to it (consumers/partitioned.py; docs/scaling.md)")
+    lookup_group: str = Field(
+        "streamrec-lookup", description="partitioned lookups: their consumer group on "
+        "recommendations (every replica of one deployment uses the same)")
+    lookup_advertised_url: str = Field(
+        "", description="partitioned lookups: the base URL other replicas forward requests "
+        "to, unique per replica (empty: http://<http_host>:<http_port>)")
+    lookup_members_topic: str = Field(
+        "streamrec.lookup.members", description="partitioned lookups: compacted topic where "
+        "each replica publishes its URL and partitions on every assignment (created if "
+        "missing)")
+    lookup_forward_timeout_s: float = Field(
+        1.0, gt=0, description="partitioned lookups: a forwarded request not answered within "
+        "this is answered here with the fallback list")
 
     # --- evaluation: the seed protocol (stream_app/seed_protocol.py, streamrec evaluate) ---
     seed_split: float = Field(0.9, gt=0, lt=1, description="time cut: current before, new "
