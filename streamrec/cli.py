@@ -34,6 +34,8 @@ def _root(version: Annotated[bool, typer.Option(
     """streamrec: fresh recommendations from an event stream."""
 produce_app = typer.Typer(help="Send events to the interactions topic.", no_args_is_help=True)
 app.add_typer(produce_app, name="produce")
+guard_app = typer.Typer(help="The fraud and bot guard.", no_args_is_help=True)
+app.add_typer(guard_app, name="guard")
 
 Bootstrap = Annotated[Optional[str], typer.Option(
     "--bootstrap-servers", envvar="KAFKA_BOOTSTRAP_SERVERS",
@@ -196,6 +198,24 @@ def produce_jsonl_cmd(file: Annotated[Path, typer.Argument(help="one JSON event 
                f"failed {report.failed}")
     if problems or report.failed:
         raise typer.Exit(1)
+
+
+@guard_app.command("report")
+def guard_report_cmd(
+        data: Annotated[Optional[Path], typer.Option(help="MovieLens 100K folder "
+                                                     "[default: found]")] = None,
+        jsonl: Annotated[Optional[Path], typer.Option(help="replay this JSON-lines file of "
+                                                      "events instead")] = None,
+        rate: Annotated[float, typer.Option(help="replay speed, events/s (0: each event "
+                                            "arrives at its own timestamp)")] = 1e6,
+        state_dir: StateDir = None, verbose: Verbose = False) -> None:
+    """Replay a data set through the guard: the users and events it would hold, per rule."""
+    from stream_app.guard_report import guard_report, load_events
+
+    setup_logging(verbose)
+    report = guard_report(load_events(data, jsonl), settings_from(None, state_dir),
+                          rate=rate or None)
+    typer.echo(report.table())
 
 
 @app.command()
