@@ -541,5 +541,8 @@ class Worker:
         streaming = metrics.READY._value.get() == 1   # noqa: SLF001 - the gauge is the truth
         lag = self.lag
         total = sum(lag.values()) if lag is not None else None
-        ok = streaming and (total is None or total <= self.settings.max_batch)
+        if total is None:   # batch ingest measures its lag (within a second of assignment)
+            ok = streaming and self.settings.ingest == "agent"
+        else:
+            ok = streaming and total <= self.settings.max_batch
         return ok, {"streaming": streaming, "lag": total, "lists_pending": len(self._pending)}
