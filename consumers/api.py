@@ -176,6 +176,9 @@ class LookupAPI(FastAPI):
         self.default_n = default_n
         self.max_n = max_n
         self.token = f"Bearer {token}".encode() if token else None
+        self.owner_hook = None
+        """Partitioned mode (``consumers/partitioned.py``): answers requests for users this
+        replica does not serve, before the paths below; None in replica mode."""
 
     def _n(self, query: bytes) -> int | None:
         if not query:
@@ -213,6 +216,8 @@ class LookupAPI(FastAPI):
                 not self._authorised(scope):
             await _send(send, 401, _UNAUTHORISED, [(b"www-authenticate", b"Bearer")])
             return
+        if self.owner_hook is not None and await self.owner_hook(scope, receive, send):
+            return
         t0 = time.perf_counter()
         body = self._hot_body(scope)
         if body is None:
@@ -246,7 +251,10 @@ def create_api(settings: Settings, store: ListStore | None = None,
                start_consumer: bool = True) -> FastAPI:
     """The lookup API; with ``start_consumer`` it also runs the topic -> store thread."""
     store = store or ListStore(settings.state_dir)
-    consumer = LookupConsumer(settings, store) if start_consumer else None
+    consumer_class = LookupConsumer
+    if settings.lookup_mode == "partitioned":
+        from consumers.partitioned import PartitionedLookup as consumer_class
+    consumer = consumer_class(settings, store) if start_consumer else None
     bodies = ListBodies(store)
 
     @asynccontextmanager
@@ -264,6 +272,8 @@ def create_api(settings: Settings, store: ListStore | None = None,
                     title="streamrec lookup API", version="1",
                     description="Fresh top-N recommendations, as published by the stream worker.",
                     lifespan=lifespan)
+    if consumer is not None and settings.lookup_mode == "partitioned":
+        app.owner_hook = consumer.router(app)
     app.state.store = store
     app.state.consumer = consumer
     app.state.bodies = bodies
