@@ -12,6 +12,8 @@ bench/results/chaos.json (chaos-short.json with --short).
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -33,6 +35,9 @@ def main() -> None:
     if args.only:
         scenarios = {k: v for k, v in scenarios.items() if any(o in k for o in args.only)}
     work = Path(tempfile.mkdtemp(prefix="chaos-"))
+    if os.environ.get("STREAMREC_KAFKA_DEBUG"):   # this process's clients: the stream
+        logging.basicConfig(filename=work / "bench-librdkafka.log", level=logging.DEBUG,
+                            format="%(asctime)s %(threadName)s %(message)s")
     broker = KafkaBroker(free_port(), data_dir=work / "kafka")
     broker.start()
     rows = []

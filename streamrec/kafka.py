@@ -16,11 +16,17 @@ _rdkafka_log = logging.getLogger("librdkafka")
 log = logging.getLogger(__name__)
 
 
-LOW_LATENCY: dict[str, Any] = {"socket.nagle.disable": True, "reconnect.backoff.max.ms": 1000}
+LOW_LATENCY: dict[str, Any] = {"socket.nagle.disable": True, "reconnect.backoff.max.ms": 1000,
+                               "metadata.recovery.strategy": "none"}
 """Every client sends small requests at once: with Nagle's algorithm on (librdkafka's
 default) a small request can wait for the ACK of the previous one, which Linux delays by up
 to 40 ms; a list must follow its event within a few ms (docs/latency-notes.md). And a
-broker that comes back is reconnected to within a second (librdkafka backs off up to 10 s)."""
+broker that comes back is reconnected to within a second (librdkafka backs off up to 10 s).
+With ``metadata.recovery.strategy`` at librdkafka's default (``rebootstrap``), a client that
+lost every broker decommissions the brokers it knew and starts again from the bootstrap
+address; after a broker restart we saw producers and consumers left with partitions whose
+leader was "not found in cache" and nothing produced or fetched for minutes (as in
+librdkafka issue #4976). ``none`` keeps the known brokers and reconnects to them."""
 
 
 def diagnostics() -> dict[str, Any]:
