@@ -26,7 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import print_table, write_results  # noqa: E402
-from stream_app import prequential as pq  # noqa: E402
+from streamrec_eval.adapters import bootstrap_engine, engine_settings  # noqa: E402
+from streamrec_eval.stream import Stream  # noqa: E402
 from streamrec.movielens import find_movielens, load_movielens  # noqa: E402
 
 SHARES = (0.0, 0.05, 0.1)
@@ -35,9 +36,9 @@ BATCHES = (1, 10, 100, None)      # None: every user
 
 def measure(data: Path | None, rounds: int, n: int = 20) -> list[dict]:
     """Per-list seconds of lists_for_rows per (batch size, explore_share)."""
-    stream = pq.Stream.from_movielens(load_movielens(find_movielens(data, download=False)))
-    base = pq.engine_settings(epochs_bootstrap=3, explore_share=0.0)   # cost, not quality
-    engine = pq.bootstrap_engine(base, stream.events(0, stream.split_index(0.9)))
+    stream = Stream.from_movielens(load_movielens(find_movielens(data, download=False)))
+    base = engine_settings(epochs_bootstrap=3, explore_share=0.0)   # cost, not quality
+    engine = bootstrap_engine(base, stream.events(0, stream.split_index(0.9)))
     variants = {s: base.model_copy(update={"explore_share": s}) for s in SHARES}
     all_rows = np.arange(len(engine.users))
     rng = np.random.default_rng(0)

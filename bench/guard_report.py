@@ -3,7 +3,7 @@
     python bench/guard_report.py [--data PATH] [--out bench/results]
 
 1. False positives: MovieLens 100K (all of it, and the last 10 %) and the synthetic
-   power-user history (``bench/synthetic_history.py``) replayed through the guard as a
+   power-user history (``streamrec_eval/synthetic.py``) replayed through the guard as a
    backfill: at 2,000 / 20,000 / 1,000,000 events/s a day after the newest event, with
    record timestamps = event time (time order, and user after user as an app's export),
    every user brand-new (the strictest case). The same replays through the guard as it was
@@ -29,10 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine  # noqa: E402
-from bench.synthetic_history import generate  # noqa: E402
 from stream_app.guard import GuardConfig  # noqa: E402
-from stream_app.guard_report import guard_report  # noqa: E402
 from streamrec.schema import Interaction  # noqa: E402
+from streamrec_eval.guard_report import guard_report  # noqa: E402
+from streamrec_eval.synthetic import generate  # noqa: E402
 
 T0 = 1_800_000_000.0      # "now" of the attack scenarios (2027)
 OLD = GuardConfig(history_after_s=float("inf"))

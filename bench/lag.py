@@ -24,15 +24,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import print_table, write_results  # noqa: E402
-from stream_app import prequential as pq  # noqa: E402
+from streamrec_eval.adapters import EngineModel  # noqa: E402
+from streamrec_eval.stream import POSITIVE, Stream  # noqa: E402
 from streamrec.movielens import find_movielens, load_movielens  # noqa: E402
 
 
-def event_cost(st: pq.Stream, lo: int, n: int = 800) -> dict:
+def event_cost(st: Stream, lo: int, n: int = 800) -> dict:
     """CPU ms per event of apply_interactions (10 epochs; and, on the next
     ``n`` events, through LightFM's own ``fit_partial`` per epoch, the path before the kernel
     change) and of the user's list."""
-    m = pq.EngineModel(batch_size=1)
+    m = EngineModel(batch_size=1)
     m.fit_initial(st.events(0, lo))
     e = m.engine
     evs = [st.events(k, k + 1).interactions() for k in range(lo, lo + 2 * n + 200)]
@@ -60,8 +61,8 @@ def event_cost(st: pq.Stream, lo: int, n: int = 800) -> dict:
             "list_ms": lists_ms, "event_ms": apply_ms + lists_ms}
 
 
-def lag_table(st: pq.Stream, lo: int, lags: list[int]) -> list[dict]:
-    m = pq.EngineModel(batch_size=1)
+def lag_table(st: Stream, lo: int, lags: list[int]) -> list[dict]:
+    m = EngineModel(batch_size=1)
     m.fit_initial(st.events(0, lo))
     e = m.engine
     users, items, ratings = st.users.tolist(), st.items.tolist(), st.ratings.tolist()
@@ -72,7 +73,7 @@ def lag_table(st: pq.Stream, lo: int, lags: list[int]) -> list[dict]:
     from tqdm import tqdm
     for k in tqdm(range(lo, len(st)), desc="replay", unit="ev", mininterval=2):
         u = users[k]
-        if ratings[k] >= pq.POSITIVE:
+        if ratings[k] >= POSITIVE:
             queries.append((k, u, iid[items[k]]))
         own.setdefault(u, []).append(k)
         m.update(st.events(k, k + 1))
@@ -108,7 +109,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--lags", type=int, nargs="+", default=[0, 1, 2, 3, 4, 8])
     args = ap.parse_args()
-    st = pq.Stream.from_movielens(load_movielens(find_movielens(args.data)))
+    st = Stream.from_movielens(load_movielens(find_movielens(args.data)))
     lo = st.split_index(0.9)
     cost = event_cost(st, lo)
     print_table(["CPU per event", "ms"], [[k, v] for k, v in cost.items()])

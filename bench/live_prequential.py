@@ -170,7 +170,7 @@ def main() -> None:
     results = {"live": live, "settings": overrides}
     if args.peers:
         from bench.peers import run_peers
-        from stream_app.prequential import Stream
+        from streamrec_eval.stream import Stream
 
         stream = Stream.from_movielens(load_movielens(data))
         summaries = run_peers(stream, quick=args.quick_peers, periodic=True)

@@ -54,7 +54,7 @@ from bench.common import RESULTS, machine, print_table, wait, write_results  # n
 from bench.harness import APPLIED, LISTS_PENDING, CpuMeter, phase_stats, scrape  # noqa: E402
 from bench.pipeline import (PROBE_TIMEOUT_S, Brokers, Probes, Stack, fmt_ms, latency_summary,  # noqa: E402
                             offer, warm_up)
-from stream_app.figures import new_figure  # noqa: E402
+from streamrec_eval.plots import new_figure  # noqa: E402
 
 TARGET_EVENTS_PER_S = 20_000
 TARGET_P50_MS, TARGET_P99_MS = 100, 250

@@ -3,7 +3,7 @@ transition index, weights chosen on held-out time, ablation on the test window.
 
     python bench/order_aware.py [--data PATH] [--out bench/results] [--seed 7] [--quick]
 
-For ML-100K and the synthetic power-user stream (``bench/synthetic_history.py``), in-process,
+For ML-100K and the synthetic power-user stream (``streamrec_eval/synthetic.py``), in-process,
 prequential (test, then train, every event; hit@10 on ratings >= 4):
 
 1. **choose on held-out time** (train on the first 80 %, test-then-train 80-90 %): the
@@ -38,14 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine  # noqa: E402
 from bench.peers import ItemKNNPeer, SequentialRulesPeer, sr_knn  # noqa: E402
-from bench.synthetic_history import generate  # noqa: E402
-from stream_app.prequential import (  # noqa: E402
-    BootstrapCache,
-    EngineModel,
-    Stream,
-    engine_settings,
-    run_prequential,
-)
+from streamrec_eval.adapters import BootstrapCache, EngineModel, engine_settings  # noqa: E402
+from streamrec_eval.prequential import run_prequential  # noqa: E402
+from streamrec_eval.stream import Stream  # noqa: E402
+from streamrec_eval.synthetic import generate  # noqa: E402
 
 COOC = (0.1, 0.2, 0.3, 0.4)
 TRANS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)

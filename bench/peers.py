@@ -11,7 +11,7 @@ item-item co-occurrence kNN, sequential rules (Ludewig & Jannach; W = 5 / decay 
 W = 10 / decay 0.8) and SR + 0.5 x item-kNN (issue #18), and the streamrec engine (per
 event, and its best variant). Prints one table and writes ``peers.json`` and ``peers.png``
 to ``--out`` (``peers-synthetic.json`` / ``.png`` for ``--synthetic``: the power-user stream
-of ``bench/synthetic_history.py`` instead of ML-100K).
+of ``streamrec_eval/synthetic.py`` instead of ML-100K).
 
 Every peer sends a user without any positive yet to recent popularity (5,000 positives),
 as the engine sends unknown users to its fallback list.
@@ -35,20 +35,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from stream_app.cooccurrence import CooccurrenceIndex
-from stream_app.figures import new_figure
-from stream_app.prequential import (
-    POSITIVE,
-    BootstrapCache,
-    EngineModel,
-    Events,
-    Popularity,
-    Stream,
-    best_engine,
-    engine_settings,
-    format_table,
-    run_prequential,
-    top_items,
-)
+from streamrec_eval.adapters import (BootstrapCache, EngineModel, Popularity, best_engine,
+                                     engine_settings)
+from streamrec_eval.plots import new_figure
+from streamrec_eval.prequential import run_prequential, top_items
+from streamrec_eval.report import format_table
+from streamrec_eval.stream import POSITIVE, Events, Stream
 
 log = logging.getLogger("bench.peers")
 
@@ -313,7 +305,7 @@ def plot(summaries: list[dict], path: Path) -> None:
 def peer_models(quick: bool = False, periodic: bool = False) -> list:
     """Every model of the peers table, in its order; ``periodic`` adds the scheduled full
     retrain (the model-quality issue's baseline)."""
-    from stream_app.prequential import PeriodicRetrain
+    from streamrec_eval.adapters import PeriodicRetrain
 
     settings = engine_settings()
     cache = BootstrapCache()
@@ -359,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         data, stem = "MovieLens 100K", "peers"
     else:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from bench.synthetic_history import generate
+        from streamrec_eval.synthetic import generate
         stream = generate(args.synthetic).stream()
         data, stem = f"synthetic power-user stream, seed {args.synthetic}", "peers-synthetic"
     summaries = run_peers(stream, quick=args.quick, progress=not args.no_progress,

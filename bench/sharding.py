@@ -71,14 +71,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from consumers.partitioner import user_partition  # noqa: E402
 from stream_app.engine import Engine  # noqa: E402
 from stream_app.model import ARRAYS  # noqa: E402
-from stream_app.prequential import (  # noqa: E402
-    BootstrapCache,
-    EngineModel,
-    Events,
-    Stream,
-    engine_settings,
-    run_prequential,
-)
+from streamrec_eval.adapters import BootstrapCache, EngineModel, engine_settings  # noqa: E402
+from streamrec_eval.prequential import run_prequential  # noqa: E402
+from streamrec_eval.stream import Events, Stream  # noqa: E402
 from streamrec.settings import Settings  # noqa: E402
 
 log = logging.getLogger("bench.sharding")
@@ -353,7 +348,7 @@ def decide(summary: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def plot(summary: list[dict[str, Any]], path: Path, rate: float) -> None:
-    from stream_app.figures import new_figure
+    from streamrec_eval.plots import new_figure
 
     fig = new_figure(figsize=(7, 4.2))
     ax = fig.add_subplot()

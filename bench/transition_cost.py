@@ -44,7 +44,8 @@ from streamrec.settings import Settings  # noqa: E402
 
 
 def engine_costs(repeats: int) -> dict:
-    from stream_app.prequential import Stream, bootstrap_engine, engine_settings
+    from streamrec_eval.adapters import bootstrap_engine, engine_settings
+    from streamrec_eval.stream import Stream
     from streamrec.movielens import find_movielens, load_movielens
 
     st = Stream.from_movielens(load_movielens(find_movielens(download=False)))

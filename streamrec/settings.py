@@ -178,8 +178,8 @@ class Settings(BaseSettings):
     list_linger_ms: float = Field(
         0, ge=0, description="linger.ms of the worker's list producer: 0 sends a list as soon "
         "as it is computed (under load librdkafka still batches while requests are in "
-        "flight). Live prequential on Apache Kafka at 200 ev/s: 0 ms -> hit@10 0.206, list "
-        "hop p50 1 ms; 2 ms -> 0.197, list hop p50 5 ms (docs/evaluation.md)")
+        "flight); a linger delays every list and costs live hit@10 (measured: "
+        "docs/evaluation.md)")
     idempotent_producers: bool = Field(
         True, description="librdkafka idempotence for every producer of ours (no duplicates "
         "on retries). On the embedded Tansu broker each idempotent produce rewrites one shared "
@@ -205,13 +205,15 @@ class Settings(BaseSettings):
     max_sampled: int = Field(10, ge=1)
     epochs_bootstrap: int = Field(30, ge=1, description="epochs of a full fit (bootstrap, retrain)")
     epochs_per_batch: int = Field(10, ge=1, description="fit_partial epochs per micro-batch "
-                                  "(10 beat 5 by 1.6 points of prequential hit@10)")
+                                  "(chosen by prequential hit@10 and the seed protocol: "
+                                  "docs/evaluation.md)")
     num_threads: int = Field(1, ge=1, description="LightFM threads per micro-batch: OpenMP "
-                             "threads spin on a busy 2-core box (2 threads: 12x slower there)")
+                             "threads spin on a busy small box, so more threads make small "
+                             "batches slower (docs/benchmarks.md)")
     blas_threads: int = Field(1, ge=1, description="BLAS (OpenBLAS) threads of the worker's "
-                              "score products. Its threads spin while they wait: with 2 on a "
-                              "2-core box they took the CPU the broker and the lookup need, "
-                              "and a micro-batch at 1,000 ev/s grew from 8 to 47 ms")
+                              "score products. Its threads spin while they wait: on a small box "
+                              "they take the CPU the broker and the lookup need and slow the "
+                              "micro-batches down (docs/latency-notes.md)")
     fit_threads: int = Field(2, ge=1, description="LightFM threads for full fits "
                              "(bootstrap, retrain)")
     random_seed: int = 42
@@ -251,25 +253,22 @@ class Settings(BaseSettings):
     cooc_max_neighbours: int = Field(
         200, ge=0, description="beyond cooc_dense_items, the co-occurrence counts each item "
         "keeps after a merge (its strongest co-liked items; 0: unbounded). Memory is "
-        "O(items x this): 8 B per count plus pending deltas up to half as many, <= 345 MiB "
-        "for 100 k items (150 k rows with growth). Measured at 100 k items, 2 M positives: "
-        "53 MiB (6.6 M counts) against 100 MiB unbounded (13 M, growing faster than the "
-        "positives: 1.6 / 4.7 / 8.6 / 13 M at 0.5 / 1 / 1.5 / 2 M); bench/state_scale.py")
+        "O(items x this): 8 B per count plus pending deltas up to half as many; unbounded "
+        "counts grow faster than the positives (measured: bench/state_scale.py, "
+        "docs/benchmarks.md)")
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(EVENT_WEIGHTS_DEFAULT))
 
     # --- exploration (stream_app/explore.py; trade-off curve in docs/evaluation.md) ------
     explore_share: float = Field(
         0.05, ge=0, le=1, description="share of list slots given to items the model is unsure "
-        "about, marked \"reason\": \"explore\" (0: off). Chosen from the prequential curve "
-        "(docs/evaluation.md): 0.05 (temperature 2) costs 0.007 hit@10 (0.2087 -> 0.2018, "
-        "-3 %) and lifts catalogue coverage 0.27 -> 0.88 and the new items ever shown "
-        "2 % -> 62 %; 0.1 costs 0.014 (-7 %) for coverage 0.97, new items 87 %")
+        "about, marked \"reason\": \"explore\" (0: off): a little hit@10 for much more "
+        "catalogue coverage and new items shown; chosen from the prequential trade-off "
+        "curve (docs/evaluation.md, \"Exploration: price and gain\")")
     explore_temperature: float = Field(
         2.0, gt=0, description="sampling temperature on the z-scored model score of "
         "exploration candidates (weight exp(z / T) / sqrt(1 + positives)): low keeps "
-        "exploration near the top of the ranking, high spreads it to new and long-tail items. "
-        "At share 0.05, T 0.5 / 1 / 2 cost 0.005 / 0.006 / 0.007 hit@10 and showed 11 / 58 / "
-        "62 % of the new items")
+        "exploration near the top of the ranking, high spreads it to new and long-tail items "
+        "(the curve per temperature: docs/evaluation.md)")
     explore_protect_top: int = Field(3, ge=0, description="the first list positions never "
                                      "explored")
     explore_sample: int = Field(256, ge=0, description="candidate path (large catalogues): "
@@ -280,8 +279,8 @@ class Settings(BaseSettings):
     ann_min_items: int = Field(
         20_000, ge=0, description="from this many items on, lists score candidates (IVF "
         "index over the item vectors + co-occurrence neighbours) instead of every item "
-        "(0: always exact). bench/ann.py: exact is as fast below ~10 k items, the index "
-        "3x faster at 20 k, 7x at 100 k, 28x at 1 M, recall@20 0.997-0.999")
+        "(0: always exact): below it an exact scan is as fast, above it the index is faster "
+        "and its recall stays near 1 (measured: bench/ann.py, docs/benchmarks.md)")
     ann_candidates: int = Field(0, ge=0, description="model candidates per list (0: "
                                 "max(1000, 8 sqrt(items)), ~32 of the 4 sqrt(items) lists)")
 
@@ -343,7 +342,8 @@ class Settings(BaseSettings):
     lookup_seen_filter: bool = Field(
         True, description="the lookup also reads interactions and drops from a user's list "
         "the items of their recent events until the worker's new list arrives "
-        "(consumers/seen.py): +0.006 to +0.009 prequential hit@10 when lists lag 1-3 events (bench/lag.py)")
+        "(consumers/seen.py): it raises hit@10 while lists lag the stream (measured: "
+        "bench/lag.py, docs/evaluation.md)")
     lookup_seen_users: int = Field(100_000, ge=1, description="users whose recent items the "
                                    "lookup remembers (least recently active dropped first)")
     lookup_seen_per_user: int = Field(64, ge=1, description="recent items kept per user")
@@ -366,22 +366,6 @@ class Settings(BaseSettings):
     lookup_forward_timeout_s: float = Field(
         1.0, gt=0, description="partitioned lookups: a forwarded request not answered within "
         "this is answered here with the fallback list")
-
-    # --- evaluation: the seed protocol (stream_app/seed_protocol.py, streamrec evaluate) ---
-    seed_split: float = Field(0.9, gt=0, lt=1, description="time cut: current before, new "
-                              "after")
-    seed_validation_fraction: float = Field(0.2, gt=0, lt=1, description="random share of "
-                                            "the current events held out for validation AUC")
-    seed_max_epochs: int = Field(60, ge=1, description="full-fit curve up to this many epochs")
-    seed_folds: int = Field(5, ge=2, description="k of the k-fold split of the new events")
-    seed_epochs_per_batch_grid: str = Field(
-        "1,2,5,10,20", description="comma-separated epochs per micro-batch to try (a string, "
-        "so it survives STREAMREC_* environment variables)")
-    seed_batch_size: int = Field(10, ge=1, description="events per fit_partial micro-batch "
-                                 "when feeding the new events' training folds (1: ~5x slower)")
-    seed_auc_tolerance: float = Field(
-        0.001, ge=0, description="choose the fewest epochs whose mean AUC is within this of "
-        "the best: the curves are flat at the top and fewer epochs cost less")
 
     # --- data ----------------------------------------------------------------------------
     data_url: str = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.synthetic_history import generate
+from streamrec_eval.synthetic import generate
 from tests.integration.processes import wait_until
 from tests.integration.test_guard import quarantined
 from tests.integration.test_pipeline import (WORKER_START_S, applied, ready, send,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from stream_app.beyond_accuracy import (
+from streamrec_eval.beyond_accuracy import (
     genre_vectors,
     history_means,
     intra_list_diversity,
@@ -19,7 +19,9 @@ from stream_app.beyond_accuracy import (
     popularity_percentile,
     self_information,
 )
-from stream_app.prequential import Popularity, Stream, run_prequential
+from streamrec_eval.adapters import Popularity
+from streamrec_eval.prequential import run_prequential
+from streamrec_eval.stream import Stream
 
 
 def test_popular_items_carry_less_information_and_unliked_ones_stay_finite():

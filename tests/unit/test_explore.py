@@ -19,7 +19,9 @@ from stream_app.explore import (
     mix_exploration,
     slot_positions,
 )
-from stream_app.prequential import Stream, engine_settings, run_exploration
+from streamrec_eval.adapters import engine_settings
+from streamrec_eval.evaluate import run_exploration
+from streamrec_eval.stream import Stream
 from streamrec.schema import validate_interaction
 from streamrec.settings import Settings
 

@@ -22,8 +22,8 @@ def _python(code: str) -> str:
 
 
 def test_importing_the_evaluation_modules_does_not_import_matplotlib() -> None:
-    out = _python("import sys, streamrec.cli, stream_app.prequential, stream_app.report, "
-                  "stream_app.seed_protocol; print('matplotlib' in sys.modules)")
+    out = _python("import sys, streamrec.cli, streamrec_eval.evaluate, streamrec_eval.report, "
+                  "streamrec_eval.seed_protocol; print('matplotlib' in sys.modules)")
     assert out == "False"
 
 
@@ -32,7 +32,7 @@ def test_a_plot_is_written_without_pyplot_or_a_backend_switch(tmp_path: Path) ->
     out = _python(
         "import sys, matplotlib\n"
         "backend = matplotlib.rcParams._get('backend')\n"
-        "from stream_app.prequential import plot_exploration\n"
+        "from streamrec_eval.plots import plot_exploration\n"
         "rows = [{'explore_share': s, 'temperature': 2.0, 'hit@10': 0.2 - s / 10,\n"
         "         'coverage': 0.3 + s, 'new_items_shown': s} for s in (0, 0.05, 0.1)]\n"
         f"plot_exploration(rows, {str(png)!r})\n"
@@ -42,10 +42,10 @@ def test_a_plot_is_written_without_pyplot_or_a_backend_switch(tmp_path: Path) ->
 
 
 def test_without_matplotlib_plots_say_which_extra_to_install(monkeypatch) -> None:
-    from stream_app import figures
+    from streamrec_eval import plots
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(MissingExtra, match=r"pip install 'streamrec\[eval\]'") as info:
-        figures.new_figure(figsize=(4, 3))
+        plots.new_figure(figsize=(4, 3))
     assert isinstance(info.value, StreamrecError)  # the CLI prints it as one line

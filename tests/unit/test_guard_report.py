@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.synthetic_history import generate
 from stream_app.guard import USER_HISTORY, USER_PACE, GuardConfig
-from stream_app.guard_report import arrival_times, guard_report
+from streamrec_eval.guard_report import arrival_times, guard_report
+from streamrec_eval.synthetic import generate
 from tests.unit.test_guard import ev
 
 
@@ -50,7 +50,7 @@ def test_arrival_times_replay_after_the_history_or_at_event_time():
 
 
 def test_load_events_reads_a_jsonl_file_and_skips_bad_lines(tmp_path):
-    from stream_app.guard_report import load_events
+    from streamrec_eval.guard_report import load_events
 
     f = tmp_path / "events.jsonl"
     f.write_text('{"user_id": "u1", "item_id": "i1", "timestamp": 1.0}\n'

@@ -2,18 +2,11 @@ import numpy as np
 import pytest
 
 from stream_app.cooccurrence import CooccurrenceIndex, blend
-from stream_app.foldin import als_fold_in, centroid_fold_in, fold_in_lightfm
 from stream_app.model import ModelParams, PaddedLightFM
-from stream_app.prequential import (
-    EngineModel,
-    ImprovedEngine,
-    Popularity,
-    Stream,
-    engine_settings,
-    popularity_ranks,
-    run_prequential,
-    top_items,
-)
+from streamrec_eval.adapters import EngineModel, ImprovedEngine, Popularity, engine_settings
+from streamrec_eval.foldin import als_fold_in, centroid_fold_in, fold_in_lightfm
+from streamrec_eval.prequential import popularity_ranks, run_prequential, top_items
+from streamrec_eval.stream import Stream
 
 TINY = engine_settings(padding_min=10, no_components=4, epochs_bootstrap=2,
                        epochs_per_batch=1, num_threads=1)

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from stream_app.prequential import Stream, engine_settings
-from stream_app.seed_protocol import (
+from streamrec.errors import StreamrecError
+from streamrec_eval.adapters import engine_settings
+from streamrec_eval.report import render_section
+from streamrec_eval.seed_protocol import (
     FIT_PARTIAL_PNG,
     FULL_FIT_PNG,
     SeedConfig,
@@ -14,10 +16,9 @@ from stream_app.seed_protocol import (
     fold_indices,
     mean_user_auc,
     parse_grid,
-    render_section,
     run_seed_protocol,
 )
-from streamrec.errors import StreamrecError
+from streamrec_eval.stream import Stream
 
 TINY = engine_settings(padding_min=5, no_components=4, num_threads=1, random_seed=7)
 
@@ -70,13 +71,20 @@ def test_choose_takes_the_fewest_epochs_within_tolerance_of_the_best():
     assert choose([1, 5, 10, 20], [0.80, 0.899, 0.9, 0.895], 0.0) == 10
 
 
-def test_grid_setting_is_parsed_and_a_bad_one_says_what_to_set():
+def test_grid_option_is_parsed_and_a_bad_one_says_what_to_give():
     assert parse_grid(" 10,1, 2,2") == (1, 2, 10)
-    with pytest.raises(StreamrecError, match="STREAMREC_SEED_EPOCHS_PER_BATCH_GRID"):
+    with pytest.raises(StreamrecError, match="--seed-epochs-grid 1,2,5,10,20"):
         parse_grid("1,two")
     with pytest.raises(StreamrecError):
         parse_grid("0,1")
-    assert SeedConfig.from_settings(engine_settings()).epochs_grid == (1, 2, 5, 10, 20)
+    assert SeedConfig().epochs_grid == (1, 2, 5, 10, 20)
+
+
+def test_seed_config_refuses_values_out_of_range():
+    with pytest.raises(StreamrecError, match="folds must be at least 2"):
+        SeedConfig(folds=1)
+    with pytest.raises(StreamrecError, match="split"):
+        SeedConfig(split=1.0)
 
 
 def test_folds_partition_the_new_events_and_keep_time_order():
@@ -113,7 +121,7 @@ def test_seed_protocol_learns_from_new_events_and_writes_curves_and_report(tmp_p
 
 
 def test_evaluate_report_links_the_training_curves(tmp_path):
-    from stream_app.report import render
+    from streamrec_eval.report import render
 
     config = SeedConfig(split=0.7, validation_fraction=0.25, max_epochs=2, folds=2,
                         epochs_grid=(1,), batch_size=8)

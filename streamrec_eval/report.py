@@ -1,64 +1,20 @@
-"""``streamrec evaluate``: the prequential comparison and the ablation, as a report with plots.
+"""The markdown report of ``streamrec evaluate`` (``evaluation.md``), rendered from the
+results document alone.
 
-Runs, on one MovieLens folder and in one process: popularity (all-time and recent), the
-static bootstrap model, periodic full retrain, the engine at micro-batch sizes 1/10/50/200,
-and an ablation of the engine's parts at B=1. Writes ``evaluation.md``, ``prequential.json``
-and PNG plots to the output folder; includes the live-pipeline result of
-``bench/live_prequential.py`` if its JSON is next to them.
+Every number in the report comes from that document (what the runs measured and the
+parameters they ran with); prose that quotes measurements made elsewhere belongs in
+``docs/evaluation.md``. :func:`format_table` is the plain-text table the command line
+prints.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-from stream_app import prequential as pq
-
-log = logging.getLogger(__name__)
-
-ABLATION: list[tuple[str, dict[str, Any]]] = [
-    ("LightFM only, 5 epochs per batch", {"cooc_weight": 0.0, "trans_weight": 0.0,
-                                          "epochs_per_batch": 5}),
-    ("LightFM only, 10 epochs per batch", {"cooc_weight": 0.0, "trans_weight": 0.0}),
-    ("+ co-occurrence blend 0.3 (before issue #18)", {"cooc_weight": 0.3, "trans_weight": 0.0}),
-    ("default: + transitions (co-occurrence 0.2, transitions 0.2)", {}),
-    ("default without metadata features", {"feature_weight": 0.0}),
-]
-
-
-def run_evaluation(data: Path, out: Path, progress: bool = True,
-                   ablation: bool = True, seed_protocol: bool = True,
-                   exploration: bool = True) -> dict[str, Any]:
-    from streamrec.movielens import load_movielens
-
-    out.mkdir(parents=True, exist_ok=True)
-    stream = pq.Stream.from_movielens(load_movielens(data))
-    doc = pq.run_all(stream, out, pq.engine_settings(), progress=progress)
-    abl = []
-    if ablation:
-        for name, overrides in ABLATION:
-            model = pq.EngineModel(pq.engine_settings(**overrides), 1, name=name)
-            abl.append(pq.run_prequential(model, stream, progress=progress).summary())
-    doc["ablation"] = abl
-    doc["cold_start"] = cold_start(stream, progress=progress) if ablation else []
-    # ~2 min: the engine at B=1 per explore_share and temperature (exploration.png, .json)
-    doc["exploration"] = pq.run_exploration(stream, out, pq.engine_settings(),
-                                            progress=progress) if exploration else []
-    if (data / "ua.base").exists() and (data / "ua.test").exists():
-        from stream_app.offline import offline_table
-        doc["offline"] = offline_table(data)
-    if seed_protocol:  # ~1.5 min: AUC curves that choose the training epochs
-        from stream_app.seed_protocol import run_seed_protocol
-        doc["seed_protocol"] = run_seed_protocol(stream, out, pq.engine_settings(),
-                                                 progress=progress)
-    live_path = out / "live_prequential.json"
-    doc["live"] = json.loads(live_path.read_text()).get("live") if live_path.exists() else None
-    (out / "evaluation.md").write_text(render(doc))
-    return doc
+from streamrec_eval.seed_protocol import FIT_PARTIAL_PNG, FULL_FIT_PNG
 
 
 def _rows(summaries: list[dict]) -> str:
@@ -72,7 +28,7 @@ def _rows(summaries: list[dict]) -> str:
 
 
 def _beyond_rows(summaries: list[dict]) -> str:
-    """Beyond-accuracy columns of run summaries (stream_app/beyond_accuracy.py)."""
+    """Beyond-accuracy columns of run summaries (streamrec_eval/beyond_accuracy.py)."""
     lines = ["| model | hit@10 | coverage | novelty (bits) | genre diversity | popularity "
              "percentile: lists | users' history | lift | new items shown |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -91,7 +47,7 @@ def _delay(x: float | None) -> str:
 
 
 def _exploration_rows(points: list[dict]) -> str:
-    """The exploration trade-off table (stream_app/prequential.py: run_exploration)."""
+    """The exploration trade-off table (streamrec_eval/evaluate.py: run_exploration)."""
     base = next((p["hit@10"] for p in points if p["explore_share"] == 0), None)
     lines = ["| explore_share | temperature | hit@10 | price | coverage | novelty (bits) | "
              "new items shown | median events to first exposure | new-item hit@10 |",
@@ -126,7 +82,7 @@ def render(doc: dict[str, Any]) -> str:
               "(mean pairwise 1 - Jaccard), popularity percentile of recommended items "
               "against the user's own history (lift > 0: more mainstream than the user), "
               "and the share of the items new in the test window shown in any list. "
-              "Definitions: `stream_app/beyond_accuracy.py`.", "",
+              "Definitions: `streamrec_eval/beyond_accuracy.py`.", "",
               _beyond_rows(list(doc["models"].values()) + list(doc.get("ablation") or [])),
               ""]
     if doc.get("exploration"):
@@ -148,18 +104,8 @@ def render(doc: dict[str, Any]) -> str:
                   f"{r['overall']:.4f} |" for r in doc["cold_start"]]
         parts.append("")
     if doc.get("offline"):
-        parts += ["## Offline: the LightFM-docs protocol (`ua.base` / `ua.test`)", "",
-                  "Ratings ≥ 4 are positives; 30 components, 30 epochs, learning rate 0.05, "
-                  "through the padded streamrec model. Plain LightFM on this split: WARP "
-                  "P@10 ≈ 0.14, AUC ≈ 0.93.", "",
-                  "| loss | metadata features | precision@10 | AUC | fit s |",
-                  "|---|---|---|---|---|"]
-        parts += [f"| {r['loss']} | {'yes' if r['features'] else 'no'} | "
-                  f"{r['precision_at_10']:.4f} | {r['auc']:.4f} | {r['fit_s']:.1f} |"
-                  for r in doc["offline"]]
-        parts.append("")
+        parts += _offline_section(doc["offline"], doc.get("offline_params") or {})
     if doc.get("seed_protocol"):
-        from stream_app.seed_protocol import render_section
         parts += render_section(doc["seed_protocol"])
     live = doc.get("live")
     if live:
@@ -172,32 +118,79 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def cold_start(stream: "pq.Stream", split: float = 0.9, first: int = 5,
-               progress: bool = True) -> list[dict[str, Any]]:
-    """hit@10 over the first ``first`` test-window events of users (items) never seen before
-    the split, with and without metadata features (demographics, genres)."""
-    cut = stream.split_index(split)
-    ev = stream.events(0, len(stream))
-    users, items = ev.users, ev.items
-    old_users, old_items = set(users[:cut].tolist()), set(items[:cut].tolist())
-    u_rank = np.zeros(len(stream), np.int64)
-    i_rank = np.zeros(len(stream), np.int64)
-    seen_u: dict[int, int] = {}
-    seen_i: dict[int, int] = {}
-    for k in range(cut, len(stream)):
-        u, i = int(users[k]), int(items[k])
-        seen_u[u] = u_rank[k] = seen_u.get(u, 0) + 1
-        seen_i[i] = i_rank[k] = seen_i.get(i, 0) + 1
-    rows = []
-    for metadata in (True, False):
-        name = "with metadata features" if metadata else "without metadata features"
-        model = pq.EngineModel(pq.engine_settings(), 1, metadata=metadata, name=name)
-        res = pq.run_prequential(model, stream, split=split, progress=progress)
-        idx = res.event_index
-        new_u = np.array([int(users[k]) not in old_users and u_rank[k] <= first for k in idx])
-        new_i = np.array([int(items[k]) not in old_items and i_rank[k] <= first for k in idx])
-        rows.append({"model": name, "new_users_first5": res.hit_rate(new_u),
-                     "new_users_positives": int(new_u.sum()),
-                     "new_items_first5": res.hit_rate(new_i),
-                     "new_items_positives": int(new_i.sum()), "overall": res.hit_rate()})
-    return rows
+def _offline_section(rows: list[dict], params: dict[str, Any]) -> list[str]:
+    """The offline table, its protocol quoted from the parameters it ran with (what plain
+    LightFM scores on the same split is in docs/evaluation.md, not here)."""
+    how = ""
+    if params:
+        how = (f"Ratings ≥ {params['positive_rating']:g} are positives; "
+               f"{params['components']} components, {params['epochs']} epochs, learning rate "
+               f"{params['learning_rate']:g}, ")
+    lines = ["## Offline: the LightFM-docs protocol (`ua.base` / `ua.test`)", "",
+             f"{how}through the padded streamrec model (plain LightFM on this split: "
+             "docs/evaluation.md).", "",
+             "| loss | metadata features | precision@10 | AUC | fit s |", "|---|---|---|---|---|"]
+    lines += [f"| {r['loss']} | {'yes' if r['features'] else 'no'} | "
+              f"{r['precision_at_10']:.4f} | {r['auc']:.4f} | {r['fit_s']:.1f} |" for r in rows]
+    return lines + [""]
+
+
+def format_table(summaries: Iterable[Mapping[str, Any]], n: int = 10) -> str:
+    """A plain-text table of run summaries, one line per model."""
+    head = f"{'model':<42} {'hit@'+str(n):>7} {'new':>7} {'return':>7} {'cover':>6} " \
+           f"{'poprank':>8} {'secs':>7}"
+    lines = [head, "-" * len(head)]
+    for s in summaries:
+        lines.append(f"{s['name']:<42} {s[f'hit@{n}']:>7.4f} {s[f'hit@{n}_new']:>7.4f} "
+                     f"{s[f'hit@{n}_returning']:>7.4f} {s['coverage']:>6.3f} "
+                     f"{s['mean_popularity_rank']:>8.1f} {s['seconds']:>7.1f}")
+    return "\n".join(lines)
+
+
+def render_section(doc: dict[str, Any], image_prefix: str = "") -> list[str]:
+    """Markdown lines of the report section: both tables, the plots, chosen vs defaults."""
+    full, part, cfg = doc["full_fit"], doc["fit_partial"], doc["config"]
+    dflt, chosen = doc["defaults"], doc["chosen"]
+    lines = [
+        "## Seed protocol and training curves", "",
+        f"Time split at {cfg['split']:.0%} (current / new); a random "
+        f"{cfg['validation_fraction']:.0%} of current ({full['validation_events']:,} events, "
+        f"{full['validation_positives']:,} positives of {full['validation_users']} users) "
+        "validates the full fit; the new events are split into "
+        f"{part['folds']} random folds, each held out once while the others are fed to "
+        f"`fit_partial` in micro-batches of {part['batch_size']} events, starting from a "
+        f"{part['full_fit_epochs']}-epoch fit on all current events. ROC AUC per user "
+        "(LightFM scores of the streamrec engine, items met in training excluded), "
+        f"averaged; the fewest epochs within {cfg['tolerance']:g} AUC of the best are "
+        f"chosen. Took {doc['seconds']:.0f} s (`streamrec_eval/seed_protocol.py`).", "",
+        f"![AUC vs full-fit epochs]({image_prefix}{FULL_FIT_PNG})", "",
+        f"![AUC vs epochs per micro-batch]({image_prefix}{FIT_PARTIAL_PNG})", "",
+        "| full-fit epochs | validation AUC | train AUC |", "|---|---|---|"]
+    for e, va, tr in zip(full["epochs"], full["validation_auc"], full["train_auc"]):
+        mark = " (chosen)" if e == full["chosen"] else ""
+        mark += " (default)" if e == dflt["epochs_bootstrap"] else ""
+        lines.append(f"| {e}{mark} | {va:.4f} | {tr:.4f} |")
+    grid, folds = part["epochs_per_batch"], np.asarray(part["fold_auc"])
+    ref = folds[grid.index(dflt["epochs_per_batch"])] if dflt["epochs_per_batch"] in grid \
+        else None
+    lines += ["", "| epochs per micro-batch | held-out AUC (mean) | sd over folds | "
+              "folds above the default |", "|---|---|---|---|"]
+    for g, (e, m, s) in enumerate(zip(grid, part["mean_auc"], part["std_auc"])):
+        mark = " (not trained)" if e == 0 else ""
+        mark += " (chosen)" if e == part["chosen"] else ""
+        mark += " (default)" if e == dflt["epochs_per_batch"] else ""
+        above = "–" if ref is None or e == dflt["epochs_per_batch"] else \
+            f"{int((folds[g] > ref).sum())} of {len(ref)}"
+        lines.append(f"| {e}{mark} | {m:.4f} | {s:.4f} | {above} |")
+    lines += ["", _verdict(dflt, chosen), ""]
+    return lines
+
+
+def _verdict(dflt: dict[str, int], chosen: dict[str, int]) -> str:
+    parts = []
+    for key, label in (("epochs_bootstrap", "full-fit epochs"),
+                       ("epochs_per_batch", "epochs per micro-batch")):
+        same = dflt[key] == chosen[key]
+        parts.append(f"{label}: chosen {chosen[key]}, default {dflt[key]}"
+                     + (" (agree)" if same else " (**differ**)"))
+    return "Chosen against the defaults in `streamrec/settings.py`: " + "; ".join(parts) + "."

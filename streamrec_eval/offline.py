@@ -16,13 +16,17 @@ from stream_app.model import ModelParams, PaddedLightFM
 from streamrec.movielens import load_movielens
 
 LOSSES = ("warp", "bpr", "logistic", "warp-kos")
+OFFLINE_PARAMS = {"positive_rating": 4.0, "components": 30, "epochs": 30, "learning_rate": 0.05}
+"""The protocol's parameters (the LightFM docs' example), quoted by the report."""
 
 
 def _split(path: Path, name: str) -> np.ndarray:
     return np.loadtxt(Path(path) / name, dtype=np.int64)
 
 
-def offline_table(data: Path, epochs: int = 30, components: int = 30, lr: float = 0.05,
+def offline_table(data: Path, epochs: int = OFFLINE_PARAMS["epochs"],
+                  components: int = OFFLINE_PARAMS["components"],
+                  lr: float = OFFLINE_PARAMS["learning_rate"],
                   feature_weight: float = 0.5, threads: int = 2,
                   losses: tuple[str, ...] = LOSSES) -> list[dict]:
     """One row per (loss, features) with precision@10 and AUC on ``ua.test``."""
@@ -32,7 +36,7 @@ def offline_table(data: Path, epochs: int = 30, components: int = 30, lr: float 
     n_items = int(max(base[:, 1].max(), test[:, 1].max()))
 
     def matrix(rows: np.ndarray, cap_u: int, cap_i: int) -> sp.coo_matrix:
-        pos = rows[rows[:, 2] >= 4]
+        pos = rows[rows[:, 2] >= OFFLINE_PARAMS["positive_rating"]]
         return sp.coo_matrix((np.ones(len(pos), np.float32), (pos[:, 0] - 1, pos[:, 1] - 1)),
                              shape=(cap_u, cap_i))
 

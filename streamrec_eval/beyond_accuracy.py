@@ -10,7 +10,7 @@ so a model cannot move its own yardstick.
 Definitions (``docs/evaluation.md``, "Beyond accuracy"):
 
 - catalogue coverage: share of the catalogue in at least one served list (``coverage`` of
-  :class:`~stream_app.prequential.RunResult`'s summary);
+  :class:`~streamrec_eval.prequential.RunResult`'s summary);
 - novelty: mean self-information ``-log2 p(i)`` of recommended items, ``p(i)`` the item's
   Laplace-smoothed share of training positives (an item nobody liked yet is the most novel,
   not infinitely so);
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from stream_app.prequential import Stream
+    from streamrec_eval.stream import Stream
 
 
 def pad_lists(lists: Sequence[Sequence[int]], n: int) -> np.ndarray:
@@ -203,7 +203,7 @@ def measure(stream: "Stream", lists: np.ndarray, list_index: np.ndarray, split: 
             hits: np.ndarray | None = None, threshold: float = 4.0) -> dict[str, float]:
     """Every beyond-accuracy number of one prequential run (lists served at the events
     ``list_index`` of ``stream``, trained on ``[0, split)``). Catalogue coverage is
-    :meth:`~stream_app.prequential.RunResult.summary`'s ``coverage``."""
+    :meth:`~streamrec_eval.prequential.RunResult.summary`'s ``coverage``."""
     n_items = stream.n_items
     train = slice(0, split)
     pos = stream.ratings[train] >= threshold

@@ -1,19 +1,19 @@
 """The seed protocol: choose the full-fit epochs and the ``fit_partial`` epochs per
 micro-batch by ROC AUC, through streamrec's own engine.
 
-Prequential hit@10 (:mod:`stream_app.prequential`) says which *system* is best; it cannot
+Prequential hit@10 (:mod:`streamrec_eval.prequential`) says which *system* is best; it cannot
 cheaply sweep training lengths, since every point is a full stream replay. This protocol
 asks the narrower question of how long to train, the way the seed blog did:
 
-1. **Time split** the events at ``seed_split`` (90 %): *current* before, *new* after.
+1. **Time split** the events at ``split`` (90 %): *current* before, *new* after.
 2. **Full fit.** Split *current* at random into train / validation
-   (``seed_validation_fraction``), fit the engine on train epoch by epoch and record the
+   (``validation_fraction``), fit the engine on train epoch by epoch and record the
    per-user ROC AUC on validation (and on train, as a cheap loss proxy) after each epoch.
-   The full-fit epochs are the fewest whose validation AUC is within
-   ``seed_auc_tolerance`` of the curve's best.
+   The full-fit epochs are the fewest whose validation AUC is within ``tolerance`` of the
+   curve's best.
 3. **Micro-batches.** Fit a model on all of *current* with those epochs. Split *new* into
-   ``seed_folds`` random folds; for each fold and each ``e`` in the grid, start from that
-   model, feed the other folds (time order) in micro-batches of ``seed_batch_size`` events
+   ``folds`` random folds; for each fold and each ``e`` in the grid, start from that
+   model, feed the other folds (time order) in micro-batches of ``batch_size`` events
    through ``Engine.apply_interactions`` with ``epochs_per_batch = e``, and measure AUC on
    the held-out fold. ``e = 0`` (events registered, never trained) is the baseline. The
    epochs per micro-batch are chosen from the fold-averaged AUC by the same rule.
@@ -28,8 +28,9 @@ adds does not depend on epochs. Unlike prequential, the folds of *new* are rando
 training fold may hold events later than the held-out ones; the protocol measures how
 much each epoch setting learns from new data, not freshness.
 
-Run alone: ``python -m stream_app.seed_protocol --out bench/results`` (about 2 min on 2
-cores); ``streamrec evaluate`` runs it too (``--no-seed-protocol`` skips it).
+The knobs are :class:`SeedConfig` (evaluation parameters, not runtime settings):
+``streamrec evaluate --seed-*`` sets them; ``streamrec evaluate --only seed-protocol`` runs
+this protocol alone, ``--no-seed-protocol`` skips it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,12 @@ import numpy as np
 from scipy.stats import rankdata
 
 from stream_app.engine import Engine
-from stream_app.figures import new_figure
-from stream_app.prequential import Stream, bootstrap_engine
 from streamrec.errors import StreamrecError
 from streamrec.schema import Interaction
 from streamrec.settings import Settings
+from streamrec_eval.adapters import bootstrap_engine
+from streamrec_eval.plots import plot_seed_curves
+from streamrec_eval.stream import Stream
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +64,37 @@ FIT_PARTIAL_PNG = "seed_fit_partial.png"
 # --------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
 class SeedConfig:
-    """The protocol's knobs, read from :class:`Settings` (``seed_*``) once."""
+    """The protocol's knobs: evaluation parameters (``streamrec evaluate --seed-*``), not
+    runtime settings; checked on construction."""
 
     split: float = 0.9
+    """Time cut: *current* events before it, *new* after."""
     validation_fraction: float = 0.2
+    """Random share of the current events held out for the validation AUC."""
     max_epochs: int = 60
+    """The full-fit curve goes up to this many epochs."""
     folds: int = 5
+    """k of the k-fold split of the new events."""
     epochs_grid: tuple[int, ...] = (1, 2, 5, 10, 20)
+    """Epochs per micro-batch to try."""
     batch_size: int = 10
+    """Events per ``fit_partial`` micro-batch when feeding the new events' training folds
+    (1 is the worker's light-load shape, and much slower)."""
     tolerance: float = 0.001
+    """The fewest epochs whose mean AUC is within this of the best are chosen: the curves
+    are flat at the top, and fewer epochs cost less."""
 
-    @classmethod
-    def from_settings(cls, s: Settings) -> SeedConfig:
-        return cls(split=s.seed_split, validation_fraction=s.seed_validation_fraction,
-                   max_epochs=s.seed_max_epochs, folds=s.seed_folds,
-                   epochs_grid=parse_grid(s.seed_epochs_per_batch_grid),
-                   batch_size=s.seed_batch_size, tolerance=s.seed_auc_tolerance)
+    def __post_init__(self) -> None:
+        problems = [what for what, bad in (
+            ("split must be between 0 and 1", not 0 < self.split < 1),
+            ("validation_fraction must be between 0 and 1", not 0 < self.validation_fraction < 1),
+            ("max_epochs must be at least 1", self.max_epochs < 1),
+            ("folds must be at least 2", self.folds < 2),
+            ("epochs_grid needs integers >= 1", not self.epochs_grid or min(self.epochs_grid) < 1),
+            ("batch_size must be at least 1", self.batch_size < 1),
+            ("tolerance must be >= 0", self.tolerance < 0)) if bad]
+        if problems:
+            raise StreamrecError(f"seed protocol: {'; '.join(problems)}")
 
 
 def parse_grid(text: str) -> tuple[int, ...]:
@@ -85,11 +102,10 @@ def parse_grid(text: str) -> tuple[int, ...]:
     try:
         grid = sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError as exc:
-        raise StreamrecError(f"seed_epochs_per_batch_grid={text!r} is not a comma-separated "
-                             "list of integers; set e.g. STREAMREC_SEED_EPOCHS_PER_BATCH_GRID="
-                             "1,2,5,10,20") from exc
+        raise StreamrecError(f"--seed-epochs-grid {text!r} is not a comma-separated list of "
+                             "integers; give e.g. --seed-epochs-grid 1,2,5,10,20") from exc
     if not grid or grid[0] < 1:
-        raise StreamrecError(f"seed_epochs_per_batch_grid={text!r} needs integers >= 1")
+        raise StreamrecError(f"--seed-epochs-grid {text!r} needs integers >= 1")
     return tuple(grid)
 
 
@@ -311,7 +327,7 @@ def run_seed_protocol(stream: Stream, out_dir: Path | None, settings: Settings,
     Full fits run on one thread (``fit_threads=1``) so the curves are reproducible; two
     Hogwild threads give a slightly different curve on every run.
     """
-    config = config or SeedConfig.from_settings(settings)
+    config = config or SeedConfig()
     settings = settings.model_copy(update={"fit_threads": 1})
     t0 = time.perf_counter()
     full = full_fit_curve(stream, settings, config, progress)
@@ -327,126 +343,5 @@ def run_seed_protocol(stream: Stream, out_dir: Path | None, settings: Settings,
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "seed_protocol.json").write_text(json.dumps(doc, indent=1))
-        plot_curves(doc, out_dir / FULL_FIT_PNG, out_dir / FIT_PARTIAL_PNG)
+        plot_seed_curves(doc, out_dir / FULL_FIT_PNG, out_dir / FIT_PARTIAL_PNG)
     return doc
-
-
-def plot_curves(doc: dict[str, Any], path_full: Path, path_partial: Path) -> None:
-    """AUC vs full-fit epochs (validation and train), and AUC vs epochs per micro-batch
-    (fold mean with one standard deviation), each with the default and the choice marked."""
-    full, part, dflt = doc["full_fit"], doc["fit_partial"], doc["defaults"]
-    fig = new_figure(figsize=(6.5, 4))
-    ax = fig.subplots()
-    ax.plot(full["epochs"], full["validation_auc"], "o-", ms=3, label="validation AUC")
-    ax.plot(full["epochs"], full["train_auc"], "s--", ms=3, label="train AUC (loss proxy)")
-    _marks(ax, dflt["epochs_bootstrap"], full["chosen"])
-    ax.set_xlabel("full-fit epochs")
-    ax.set_ylabel("ROC AUC (mean over users)")
-    ax.set_title(f"Full fit on {full['train_events']:,} current events (random "
-                 f"{1 - doc['config']['validation_fraction']:.0%})", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path_full, dpi=120)
-
-    fig = new_figure(figsize=(6.5, 4))
-    ax = fig.subplots()
-    e = np.asarray(part["epochs_per_batch"][1:])
-    m, s = np.asarray(part["mean_auc"][1:]), np.asarray(part["std_auc"][1:])
-    ax.errorbar(e, m, yerr=s, fmt="o-", ms=4, capsize=3,
-                label=f"held-out fold AUC, mean ± sd of {part['folds']} folds")
-    ax.axhline(part["mean_auc"][0], color="grey", lw=1, ls=":",
-               label="new events not trained (e = 0)")
-    _marks(ax, dflt["epochs_per_batch"], part["chosen"])
-    ax.set_xscale("log")
-    ax.set_xticks(e, [str(x) for x in e])
-    ax.set_xlabel(f"epochs per micro-batch of {part['batch_size']} events (fit_partial)")
-    ax.set_ylabel("ROC AUC (mean over users)")
-    ax.set_title(f"fit_partial on the new events, from a {part['full_fit_epochs']}-epoch "
-                 "full fit", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path_partial, dpi=120)
-
-
-def _marks(ax: Any, default: int, chosen: int) -> None:
-    same = " = chosen" if chosen == default else ""
-    ax.axvline(default, color="C3", lw=1, ls="--", label=f"current default ({default}){same}")
-    if chosen != default:
-        ax.axvline(chosen, color="C2", lw=1, ls="-.", label=f"chosen ({chosen})")
-
-
-# --------------------------------------------------------------------------- report
-def render_section(doc: dict[str, Any], image_prefix: str = "") -> list[str]:
-    """Markdown lines of the report section: both tables, the plots, chosen vs defaults."""
-    full, part, cfg = doc["full_fit"], doc["fit_partial"], doc["config"]
-    dflt, chosen = doc["defaults"], doc["chosen"]
-    lines = [
-        "## Seed protocol and training curves", "",
-        f"Time split at {cfg['split']:.0%} (current / new); a random "
-        f"{cfg['validation_fraction']:.0%} of current ({full['validation_events']:,} events, "
-        f"{full['validation_positives']:,} positives of {full['validation_users']} users) "
-        "validates the full fit; the new events are split into "
-        f"{part['folds']} random folds, each held out once while the others are fed to "
-        f"`fit_partial` in micro-batches of {part['batch_size']} events, starting from a "
-        f"{part['full_fit_epochs']}-epoch fit on all current events. ROC AUC per user "
-        "(LightFM scores of the streamrec engine, items met in training excluded), "
-        f"averaged; the fewest epochs within {cfg['tolerance']:g} AUC of the best are "
-        f"chosen. Took {doc['seconds']:.0f} s (`stream_app/seed_protocol.py`).", "",
-        f"![AUC vs full-fit epochs]({image_prefix}{FULL_FIT_PNG})", "",
-        f"![AUC vs epochs per micro-batch]({image_prefix}{FIT_PARTIAL_PNG})", "",
-        "| full-fit epochs | validation AUC | train AUC |", "|---|---|---|"]
-    for e, va, tr in zip(full["epochs"], full["validation_auc"], full["train_auc"]):
-        mark = " (chosen)" if e == full["chosen"] else ""
-        mark += " (default)" if e == dflt["epochs_bootstrap"] else ""
-        lines.append(f"| {e}{mark} | {va:.4f} | {tr:.4f} |")
-    grid, folds = part["epochs_per_batch"], np.asarray(part["fold_auc"])
-    ref = folds[grid.index(dflt["epochs_per_batch"])] if dflt["epochs_per_batch"] in grid \
-        else None
-    lines += ["", "| epochs per micro-batch | held-out AUC (mean) | sd over folds | "
-              "folds above the default |", "|---|---|---|---|"]
-    for g, (e, m, s) in enumerate(zip(grid, part["mean_auc"], part["std_auc"])):
-        mark = " (not trained)" if e == 0 else ""
-        mark += " (chosen)" if e == part["chosen"] else ""
-        mark += " (default)" if e == dflt["epochs_per_batch"] else ""
-        above = "–" if ref is None or e == dflt["epochs_per_batch"] else \
-            f"{int((folds[g] > ref).sum())} of {len(ref)}"
-        lines.append(f"| {e}{mark} | {m:.4f} | {s:.4f} | {above} |")
-    lines += ["", _verdict(dflt, chosen), ""]
-    return lines
-
-
-def _verdict(dflt: dict[str, int], chosen: dict[str, int]) -> str:
-    parts = []
-    for key, label in (("epochs_bootstrap", "full-fit epochs"),
-                       ("epochs_per_batch", "epochs per micro-batch")):
-        same = dflt[key] == chosen[key]
-        parts.append(f"{label}: chosen {chosen[key]}, default {dflt[key]}"
-                     + (" (agree)" if same else " (**differ**)"))
-    return "Chosen against the defaults in `streamrec/settings.py`: " + "; ".join(parts) + "."
-
-
-# --------------------------------------------------------------------------- CLI
-def main(argv: Iterable[str] | None = None,
-         echo: Callable[[str], None] = print) -> int:
-    import argparse
-
-    from stream_app.prequential import engine_settings
-    from streamrec.movielens import find_movielens, load_movielens
-
-    p = argparse.ArgumentParser(description="The seed protocol on ML-100K")
-    p.add_argument("--data", type=Path, default=None, help="ML-100K folder")
-    p.add_argument("--out", type=Path, default=Path("bench/results"))
-    p.add_argument("--base-epochs", type=int, default=None,
-                   help="full-fit epochs of the model fit_partial starts from "
-                        "(default: the ones the full-fit curve chooses)")
-    args = p.parse_args(None if argv is None else list(argv))
-    logging.basicConfig(level=logging.WARNING)
-    stream = Stream.from_movielens(load_movielens(find_movielens(args.data, download=False)))
-    doc = run_seed_protocol(stream, args.out, engine_settings(), base_epochs=args.base_epochs)
-    echo("\n".join(render_section(doc)))
-    echo(f"wrote {args.out / 'seed_protocol.json'}, {FULL_FIT_PNG}, {FIT_PARTIAL_PNG}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
