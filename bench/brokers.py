@@ -55,7 +55,7 @@ def broker_starts(runs: int) -> dict[str, list[float]]:
 
 def demo_runs(runs: int, engine: str) -> dict[str, list[float]]:
     """Wall time of the whole demo; on kafka the first run starts with an empty jar cache."""
-    from streamrec.demo import run_demo
+    from streamrec.cli.demo import run_demo
 
     res: dict[str, list[float]] = {f"demo_{engine}_cold_wall_s": [],
                                    f"demo_{engine}_wall_s": [], f"demo_{engine}_ready_s": [],

@@ -115,7 +115,7 @@ def _small_movielens(tmp_path: Path, n: int = 4000) -> Path:
 @pytest.mark.tansu
 def test_demo_runs_end_to_end_and_lists_change(broker, tmp_path: Path) -> None:
     """The demo starts its own broker: Apache Kafka by default (Tansu in the Tansu run)."""
-    from streamrec.demo import run_demo
+    from streamrec.cli.demo import run_demo
 
     out = run_demo(data=_small_movielens(tmp_path), rate=2000, http_port=free_port(),
                    engine="tansu" if broker.engine == "tansu" else "kafka",
