@@ -29,8 +29,8 @@ are registered in the same order in every shard (what a global item registry, e.
 compacted ``items`` topic read by every shard, would give), and each shard has its own
 random stream. Each seed (``--seeds``) bootstraps anew (the 2-thread full fit is not
 deterministic) and seeds the shards' streams; N = 1 and N > 1 of a seed share the bootstrap,
-so their difference is the sharding's. Then the prequential protocol of ``stream_app/prequential.py``
-over the last 10 %: every positive is checked against its user's top 10 from the owning
+so their difference is the sharding's. Then the prequential protocol of
+``stream_app/prequential.py`` over the last 10 %: every positive is checked against its user's top 10 from the owning
 shard, then the event goes to that shard (one event per micro-batch, as ``peers.py``'s
 ``streamrec B=1``).
 
@@ -77,6 +77,10 @@ from streamrec_eval.stream import Events, Stream  # noqa: E402
 from streamrec.settings import Settings  # noqa: E402
 
 log = logging.getLogger("bench.sharding")
+
+# ``--boot F``: the bootstrap covers only the first F of the events and the rest up to the
+# split streams through the shards first (synced, not evaluated): a long sharded run, where
+# the item side the test window starts from was itself trained in shards.
 
 DECISION = {"shards": 4, "sync_s": 1.0, "max_loss": 0.01}
 """The issue's rule: build sharded workers only if the loss at N = 4, 1 s is under 0.01."""
@@ -137,7 +141,7 @@ class ShardedEngines:
 
     def __init__(self, shards: int, sync_s: float, rate: float = 1000.0, rule: str = "sum",
                  clock: str = "rate", seed: int = 0, stream_seed: int | None = None,
-                 settings: Settings | None = None,
+                 boot: float | None = None, settings: Settings | None = None,
                  cache: BootstrapCache | None = None, name: str | None = None) -> None:
         self.n = shards
         self.sync_s = sync_s
@@ -146,6 +150,7 @@ class ShardedEngines:
         self.clock = clock
         self.seed = seed
         self.stream_seed = seed if stream_seed is None else stream_seed
+        self.boot = boot
         self.settings = settings or engine_settings()
         self.cache = cache or BootstrapCache()
         self.name = name or f"N={shards} sync {sync_s:g} s"
@@ -165,8 +170,12 @@ class ShardedEngines:
         self.events = np.zeros(0, np.int64)
 
     def fit_initial(self, events: Events) -> None:
+        """Shards from one bootstrapped engine; with ``boot`` the bootstrap covers only
+        that fraction of the stream, and the events from there to the split are streamed
+        through the shards (synced, not evaluated) before the test window."""
         stream = self.stream = events.stream
-        boot = self.cache.get(self.settings, events)
+        warm_from = events.stop if self.boot is None else stream.split_index(self.boot)
+        boot = self.cache.get(self.settings, stream.events(0, warm_from))
         self.owner = np.array([user_partition(u, self.n) for u in stream.user_ids], np.int64)
         self.models = []
         for s in range(self.n):
@@ -178,10 +187,12 @@ class ShardedEngines:
         if self.n > 1:
             self.base = {k: v.copy() for k, v in item_state(boot).items()}
         self.recent = deque(boot.recent_positives, maxlen=boot.recent_positives.maxlen)
-        self.start = events.stop
-        self.next_sync = self._time(events.stop) + self.sync_s
+        self.start = warm_from
+        self.next_sync = self._time(warm_from) + self.sync_s
         self.apply_s, self.list_s = np.zeros(self.n), np.zeros(self.n)
         self.events = np.zeros(self.n, np.int64)
+        for k in range(warm_from, events.stop):
+            self.update(stream.events(k, k + 1))
 
     def _time(self, k: int) -> float:
         if self.clock == "event":
@@ -259,7 +270,8 @@ def paired_loss(base: np.ndarray, other: np.ndarray, draws: int = 2000,
 
 def run_grid(stream: Stream, shards: list[int], syncs: list[float], seeds: list[int],
              rate: float, rule: str, clock: str, cache: BootstrapCache,
-             progress: bool, noise: bool = True) -> list[dict[str, Any]]:
+             progress: bool, noise: bool = True, boot: float | None = None
+             ) -> list[dict[str, Any]]:
     """One row per (seed, N, sync); N = 1 once per seed (it never syncs), and with
     ``noise`` N = 1 again with other random streams on the same bootstrap: the loss that
     training noise alone shows (row ``shards`` 0)."""
@@ -271,11 +283,12 @@ def run_grid(stream: Stream, shards: list[int], syncs: list[float], seeds: list[
             [(n, sync_s, seed) for n in shards if n > 1 for sync_s in syncs]
         for n, sync_s, stream_seed in configs:
             model = ShardedEngines(max(1, n), sync_s, rate, rule, clock, seed, stream_seed,
-                                   cache=cache)
+                                   boot, cache=cache)
             t0 = time.perf_counter()
             res = run_prequential(model, stream, progress=progress)
             row = {"seed": seed, "shards": n, "sync_s": sync_s, "rule": rule,
-                   "clock": clock, "rate": rate,
+                   "clock": clock if boot is None else f"{clock}, boot {boot:g}",
+                   "rate": rate,
                    "events_between_syncs": (rate * sync_s if clock == "rate" else None),
                    "hit@10": round(res.hit_rate(), 4),
                    "hit@10_new": round(res.hit_rate(res.new_user), 4),
@@ -320,7 +333,8 @@ def print_summary(summary: list[dict[str, Any]]) -> None:
             "loss per seed", "95 % CI (median)", "ev/s/shard", "with lists", "merge ms"]
     cells = [head]
     for s in summary:
-        cells.append([s["rule"], s["clock"], "1'" if s["shards"] == 0 else str(s["shards"]), f"{s['sync_s']:g}",
+        n = "1'" if s["shards"] == 0 else str(s["shards"])
+        cells.append([s["rule"], s["clock"], n, f"{s['sync_s']:g}",
                       str(s["syncs"]), f"{s['hit@10']:.4f}", f"{s['loss']:+.4f}",
                       " ".join(f"{x:+.4f}" for x in s["losses"]),
                       f"[{s['loss_lo']:+.4f}, {s['loss_hi']:+.4f}]",
@@ -334,25 +348,26 @@ def print_summary(summary: list[dict[str, Any]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
-def decide(summary: list[dict[str, Any]]) -> dict[str, Any]:
-    key = [s for s in summary if s["rule"] == "sum" and s["clock"] == "rate"
+def decide(summary: list[dict[str, Any]], clock: str = "rate") -> dict[str, Any]:
+    key = [s for s in summary if s["rule"] == "sum" and s["clock"] == clock
            and s["shards"] == DECISION["shards"] and s["sync_s"] == DECISION["sync_s"]]
     if not key:
         return {"decided": False}
     s = key[0]
-    noise = [r for r in summary if r["rule"] == "sum" and r["clock"] == "rate"
+    noise = [r for r in summary if r["rule"] == "sum" and r["clock"] == clock
              and r["shards"] == 0]
     return {"decided": True, **DECISION, "loss": s["loss"], "losses": s["losses"],
             "ci": [s["loss_lo"], s["loss_hi"]], "build": s["loss"] < DECISION["max_loss"],
             "noise_losses": noise[0]["losses"] if noise else None}
 
 
-def plot(summary: list[dict[str, Any]], path: Path, rate: float) -> None:
+def plot(summary: list[dict[str, Any]], path: Path, rate: float, clock: str = "rate"
+         ) -> None:
     from streamrec_eval.plots import new_figure
 
     fig = new_figure(figsize=(7, 4.2))
     ax = fig.add_subplot()
-    rate_rows = [s for s in summary if s["clock"] == "rate" and s["rule"] == "sum"]
+    rate_rows = [s for s in summary if s["clock"] == clock and s["rule"] == "sum"]
     one = [s for s in rate_rows if s["shards"] == 1]
     finite = sorted({s["sync_s"] for s in rate_rows if math.isfinite(s["sync_s"])})
     never_x = (max(finite) * 10) if finite else 100.0
@@ -402,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also the mean merge rule at N = 4 (seed 0)")
     p.add_argument("--event-clock", action="store_true",
                    help="also N = 4 on the dataset's own timestamps (seed 0)")
+    p.add_argument("--boot", type=float, default=None,
+                   help="bootstrap on this fraction only and stream the rest up to the "
+                        "split through the shards first (a long sharded run)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -409,8 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     cache = BootstrapCache()
     t0 = time.perf_counter()
     rows = run_grid(stream, args.shards, args.sync, args.seeds, args.rate, "sum", "rate",
-                    cache, not args.no_progress)
-    if args.key_seeds:
+                    cache, not args.no_progress, boot=args.boot)
+    if args.key_seeds and args.boot is None:
         rows += run_grid(stream, [DECISION["shards"]], [DECISION["sync_s"]], args.key_seeds,
                          args.rate, "sum", "rate", cache, not args.no_progress)
     if args.mean_check:
@@ -423,7 +441,9 @@ def main(argv: list[str] | None = None) -> int:
                          not args.no_progress, noise=False)
     summary = summarise(rows)
     print_summary(summary)
-    decision = decide(summary)
+    clock = "rate" if args.boot is None else f"rate, boot {args.boot:g}"
+    name = "sharding" if args.boot is None else f"sharding-boot{args.boot:g}"
+    decision = decide(summary, clock)
     if decision.get("decided"):
         print(f"\ndecision: loss at N = 4, sync 1 s = {decision['loss']:+.4f} hit@10 "
               f"(seeds {decision['losses']}; 95 % CI {decision['ci']}; one engine with "
@@ -433,12 +453,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"protocol": {"data": "MovieLens 100K", "split": 0.9, "n": 10, "positive_rating": 4,
                         "partitioner": "murmur2(user id) % N", "rate": args.rate,
+                        "bootstrap_fraction": args.boot or 0.9,
                         "settings": "engine defaults, exploration off, B=1",
                         "seconds": round(time.perf_counter() - t0)},
            "decision": decision, "summary": summary, "runs": rows}
-    (args.out / "sharding.json").write_text(json.dumps(_finite(doc), indent=1, default=str))
-    plot(summary, args.out / "sharding.png", args.rate)
-    print(f"wrote {args.out / 'sharding.json'} and {args.out / 'sharding.png'}")
+    (args.out / f"{name}.json").write_text(json.dumps(_finite(doc), indent=1, default=str))
+    plot(summary, args.out / f"{name}.png", args.rate, clock)
+    print(f"wrote {args.out / (name + '.json')} and {args.out / (name + '.png')}")
     return 0
 
 
