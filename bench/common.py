@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -10,7 +11,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from streamrec.polling import wait_until
+
+if TYPE_CHECKING:
+    from streamrec.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -75,22 +83,13 @@ def child_env(settings: Any) -> dict[str, str]:
     return {**os.environ, **settings.as_env(), "STREAMREC_LOG_LEVEL": "WARNING"}
 
 
-def wait(predicate: Any, timeout: float, what: str) -> None:
-    """Poll ``predicate`` (HTTP errors count as 'not yet') until truthy or time runs out."""
-    import httpx
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if predicate():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+wait = functools.partial(wait_until, interval=0.05, retry_on=(httpx.HTTPError,),
+                         error=RuntimeError)
+"""``wait(predicate, timeout, what)``: poll ``predicate`` (HTTP errors count as 'not yet')
+until truthy, RuntimeError when time runs out (:func:`streamrec.polling.wait_until`)."""
 
 
-def fresh_settings(bootstrap: str, workdir: Path, **overrides: object) -> "Settings":
+def fresh_settings(bootstrap: str, workdir: Path, **overrides: object) -> Settings:
     """Settings with topic names, group, state dir and ports nobody else uses; topics made."""
     import uuid
 

@@ -18,6 +18,7 @@ Used by ``tests/chaos`` (short, in CI) and ``bench/chaos.py`` (long, writes the 
 
 from __future__ import annotations
 
+import functools
 import http.client
 import random
 import signal
@@ -34,6 +35,7 @@ from confluent_kafka import Producer
 
 from streamrec.broker import ensure_topics, free_port
 from streamrec.kafka import producer_config
+from streamrec.polling import wait_until
 from streamrec.replay import read_topics
 from streamrec.settings import Settings
 from tests.integration.processes import Proc, metric
@@ -172,17 +174,10 @@ def writing_checkpoint(s: Settings) -> bool:
     return snaps > writes
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> float:
-    """Seconds until ``predicate`` held; AssertionError after ``timeout``."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            if predicate():
-                return time.monotonic() - t0
-        except (httpx.HTTPError, OSError, ValueError, KeyError):
-            pass
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+wait_for = functools.partial(wait_until, interval=0.05, error=AssertionError,
+                             retry_on=(httpx.HTTPError, OSError, ValueError, KeyError))
+"""``wait_for(predicate, timeout, what, interval=0.05)``: poll until ``predicate`` holds
+(:func:`streamrec.polling.wait_until`); AssertionError after ``timeout``."""
 
 
 @dataclass

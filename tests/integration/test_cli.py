@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
-from confluent_kafka.admin import AdminClient, ConfigResource
 
 from streamrec.broker import free_port
 from streamrec.movielens import find_movielens, load_movielens
 from streamrec.replay import read_topics
 from streamrec.settings import Settings
-from tests.integration.processes import Proc, get_list, settings_env, wait_until
+from tests.integration.processes import Proc, cli, get_list, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def cli(args: list[str], s: Settings, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streamrec.cli", *args], env=settings_env(s),
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_produce_movielens_replays_in_time_order(settings: Settings) -> None:

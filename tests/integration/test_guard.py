@@ -16,17 +16,11 @@ from streamrec.kafka import producer_config
 from streamrec.movielens import find_movielens, load_movielens
 from streamrec.replay import read_topics
 from streamrec.settings import Settings
-from tests.integration.processes import get_list, metric, wait_until
-from tests.integration.test_cli import cli
-from tests.integration.test_pipeline import (WORKER_START_S, applied, ready, seed_events, send,
-                                             start_lookup, start_worker)
+from tests.integration.processes import (WORKER_START_S, applied, cli, get_list, quarantined,
+                                         ready, seed_events, send, start_lookup, start_worker,
+                                         wait_until)
 
 pytestmark = pytest.mark.integration
-
-
-def quarantined(s: Settings) -> float:
-    return metric(s.worker_metrics_port, "streamrec_worker_events_total",
-                  '{outcome="quarantined"}')
 
 
 def test_bot_user_is_quarantined_released_and_others_stay_fresh(settings: Settings,

@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 
 from streamrec_eval.synthetic import generate
-from tests.integration.processes import wait_until
-from tests.integration.test_guard import quarantined
-from tests.integration.test_pipeline import (WORKER_START_S, applied, ready, send,
-                                             start_worker)
+from tests.integration.processes import (applied, quarantined, ready, send, start_worker,
+                                         wait_until)
 from streamrec.settings import Settings
 
 pytestmark = pytest.mark.integration

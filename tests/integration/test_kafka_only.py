@@ -13,9 +13,9 @@ from streamrec.broker import ensure_topics
 from streamrec.kafka import producer_config
 from streamrec.replay import read_topics
 from streamrec.settings import Settings
-from tests.integration.processes import Proc, get_list, wait_until
-from tests.integration.test_pipeline import (WORKER_START_S, applied, ready, seed_events, send,
-                                             start_lookup, start_worker)
+from tests.integration.processes import (WORKER_START_S, Proc, applied, get_list, ready,
+                                         seed_events, send, start_lookup, start_worker,
+                                         wait_until)
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 

@@ -14,9 +14,8 @@ from confluent_kafka.admin import AdminClient
 
 from streamrec.kafka import producer_config
 from streamrec.settings import Settings
-from tests.integration.processes import Proc, metric, wait_until
-from tests.integration.test_pipeline import (WORKER_START_S, applied, seed_events, send,
-                                             start_worker)
+from tests.integration.processes import (WORKER_START_S, Proc, applied, metric, seed_events,
+                                         send, start_worker, wait_until)
 
 pytestmark = pytest.mark.integration
 

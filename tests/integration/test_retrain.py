@@ -8,14 +8,14 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from producers import EventProducer
 from streamrec.settings import Settings
-from tests.integration.processes import get_list, metric, wait_until
-from tests.integration.test_pipeline import (WORKER_START_S, applied, ready, seed_events, send,
-                                             start_lookup, start_worker)
-from tests.integration.test_cli import cli
+from tests.integration.processes import (WORKER_START_S, applied, cli, get_list, metric, ready,
+                                         seed_events, send, start_lookup, start_worker,
+                                         wait_until)
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,11 @@ def test_retrain_swaps_without_losing_or_repeating_events(settings: Settings,
         time.sleep(2)
         r = cli(["retrain"], settings, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
-        assert '"announced": true' in r.stdout
+        result = orjson.loads(r.stdout)
+        assert result["announced"] is True
+        retrained = result["model_version"].rsplit("-", 1)[0]   # the model's creation stamp
+        old_model = old_version.rsplit("-", 1)[0]
+        assert retrained != old_model
         wait_until(lambda: metric(settings.worker_metrics_port,
                                   "streamrec_worker_model_swaps_total", '{result="ok"}') >= 1,
                    60, "the swap", (worker,))
@@ -74,8 +78,9 @@ def test_retrain_swaps_without_losing_or_repeating_events(settings: Settings,
         assert applied(settings) == total, "an event was lost or applied twice"
         new_version = wait_until(
             lambda: (v := get_list(settings, "u1")["model_version"]).rsplit("-", 1)[0] !=
-            old_version.rsplit("-", 1)[0] and v, 30, "u1's list from the new model", (lookup,))
-        assert new_version
+            old_model and v, 30, "u1's list from another model", (lookup,))
+        # the list comes from the retrained model (caught up since), not from any other
+        assert new_version.rsplit("-", 1)[0] == retrained, (new_version, retrained)
         assert not errors, errors[:5]
     finally:
         stop.set()
@@ -87,7 +92,6 @@ def test_retrain_dry_run_reports_holdout_and_announces_nothing(settings: Setting
     send(settings, seed_events(n_users=40, per_user=10))
     r = cli(["retrain", "--dry-run", "--holdout", "0.1"], settings, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    import orjson
     out = orjson.loads(r.stdout)
     assert out["announced"] is False and out["interactions"] == 400
     assert 0 <= out["holdout"]["precision_at_k"] <= 1

@@ -16,10 +16,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from streamrec.control import sign
 from streamrec.kafka import consumer_config, producer_config
 from streamrec.settings import Settings
-from tests.integration.processes import Proc, get_list, metric, wait_until
-from tests.integration.test_cli import cli
-from tests.integration.test_pipeline import (WORKER_START_S, applied, ready, seed_events, send,
-                                             start_lookup, start_worker)
+from tests.integration.processes import (WORKER_START_S, Proc, applied, cli, get_list, metric,
+                                         ready, seed_events, send, start_lookup, start_worker,
+                                         wait_until)
 
 pytestmark = pytest.mark.integration
 

@@ -26,9 +26,9 @@ from streamrec.broker.kafka import KafkaBroker, TlsFiles
 from streamrec.errors import ConfigError
 from streamrec.settings import Settings
 from tests.certs import Certs, make_certs
-from tests.integration.processes import Proc, get_list, settings_env, wait_until
-from tests.integration.test_pipeline import (WORKER_START_S, applied, seed_events, send,
-                                             start_lookup, start_worker)
+from tests.integration.processes import (WORKER_START_S, Proc, applied, get_list, seed_events,
+                                         send, settings_env, start_lookup, start_worker,
+                                         wait_until)
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 
