@@ -36,6 +36,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 
 from stream_app.topn import top_n
+from stream_app.useritems import ranges
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger(__name__)
@@ -131,23 +132,6 @@ def kmeans(x: np.ndarray, n_lists: int, iterations: int, rng: np.random.Generato
         if len(empty):
             centroids[empty] = x[rng.choice(n, len(empty), replace=False)]
     return centroids
-
-
-def concat_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """``concatenate([arange(s, s + n) for s, n in zip(starts, lengths)])``, vectorised."""
-    lengths = np.asarray(lengths, np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.empty(0, np.int64)
-    ends = np.cumsum(lengths)
-    step = np.ones(total, np.int64)
-    nz = lengths > 0
-    first = (ends - lengths)[nz]
-    s = np.asarray(starts, np.int64)[nz]
-    prev_end = np.concatenate([[0], (s + lengths[nz])[:-1]])
-    step[first] = s - prev_end + 1
-    step[0] = s[0]
-    return np.cumsum(step)
 
 
 class IVFIndex:
@@ -391,8 +375,8 @@ class IVFIndex:
         cand = np.full((len(user_emb), width), -1, np.int64)
         if n_tail:
             cand[:, :n_tail] = np.arange(self.n_indexed, n_valid)
-        src = concat_ranges(self._offsets[pl], sizes)
-        dst = concat_ranges(pu * width + n_tail + ps, sizes)
+        src = ranges(self._offsets[pl], sizes)
+        dst = ranges(pu * width + n_tail + ps, sizes)
         cand.ravel()[dst] = self._members[src]
         return cand, pu, pl, ps, n_tail
 

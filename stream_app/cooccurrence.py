@@ -188,10 +188,6 @@ class CooccurrenceIndex:
                 np.zeros((len(users), n_items), np.float32)
         return self.transitions.scores(self.history, users, n_items, sparse)
 
-    def recent_items(self, user: int) -> list[int]:
-        """The user's last ``recent`` positives, oldest first (empty for an unknown user)."""
-        return self.history.last(np.array([int(user)]), self.recent)[1].tolist()
-
     def positives(self, user: int) -> list[int]:
         """Every positive of the user, oldest first."""
         return self.history[int(user)].tolist()

@@ -43,10 +43,24 @@ class BatchOutcome:
     applied: int = 0
     duplicates: int = 0
     positives: int = 0
-    negatives: int = 0
     new_users: int = 0
     new_items: int = 0
     users: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+
+
+@dataclass
+class Changes:
+    """What changed in an engine since its last checkpoint, handed over by
+    :meth:`Engine.take_changes` (the store writes it; the engine forgets it)."""
+
+    new_users: list[tuple[int, str]]
+    """(row, id) of user ids registered since."""
+    new_items: list[tuple[int, str]]
+    dirty_users: set[int]
+    """User rows whose seen items or positives changed."""
+    new_event_ids: list[str]
+    """Dedup ids remembered since, and those forgotten (out of the dedup window)."""
+    evicted_event_ids: list[str]
 
 
 def model_stamp() -> str:
@@ -103,6 +117,27 @@ class Engine:
         self._weights = settings.event_weights
         self.last_batch_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] = (
             np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32))
+
+    # ----------------------------------------------------------------- checkpoints
+    def take_changes(self, everything: bool = False) -> Changes:
+        """Hand over what changed since the last call and start counting anew: the ids
+        registered, the users whose history changed, the dedup ids added and forgotten.
+        ``everything``: the whole state as changes (a full rewrite of the store: every id,
+        every user with history, every remembered dedup id, nothing forgotten)."""
+        if everything:
+            self.users.reset_persisted()
+            self.items.reset_persisted()
+            self.dirty_users = set(self.seen.nonempty_rows().tolist())
+            self.new_event_ids = list(self.dedup)
+            self.evicted_event_ids = []
+        changes = Changes(self.users.unpersisted(), self.items.unpersisted(),
+                          self.dirty_users, self.new_event_ids, self.evicted_event_ids)
+        self.users.mark_persisted()
+        self.items.mark_persisted()
+        self.dirty_users = set()
+        self.new_event_ids = []
+        self.evicted_event_ids = []
+        return changes
 
     # ----------------------------------------------------------------- versions
     @property
@@ -190,7 +225,6 @@ class Engine:
         outcome.applied = len(fresh)
         self.n_applied += len(fresh)
         outcome.positives = int((values > 0).sum())
-        outcome.negatives = int((values < 0).sum())
         outcome.users = np.unique(u)
         if train:
             self.model.fit_partial(u, i, values, epochs=self.settings.epochs_per_batch,

@@ -33,7 +33,6 @@ ARRAYS = ("embeddings", "embedding_gradients", "embedding_momentum",
           "biases", "bias_gradients", "bias_momentum")
 _KERNELS = {"warp": fit_warp, "bpr": fit_bpr}
 """LightFM's Cython epoch kernels of the ranking losses that take sample weights."""
-LOSS_NAMES = {"warp": "warp", "bpr": "bpr", "logistic": "logistic", "warp-kos": "warp-kos"}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
-from stream_app.engine import Engine
+from stream_app.engine import Changes, Engine
 from stream_app.guard import Guard, GuardConfig
 from stream_app.model import PaddedLightFM, write_snapshot
 from stream_app.registry import IdRegistry
@@ -126,6 +126,25 @@ def _row_key(prefix: bytes, row: int) -> bytes:
     return prefix + b"%010d" % row
 
 
+def _put_changes(wb: WriteBatch, engine: Engine, changes: Changes) -> None:
+    """The rows an engine's changes touch: new ids, the seen items and positives of users
+    whose history changed, dedup ids added and forgotten."""
+    for prefix, new in ((b"reg:u:", changes.new_users), (b"reg:i:", changes.new_items)):
+        for row, ident in new:
+            wb.put(_row_key(prefix, row), ident.encode())
+    positives = engine.cooc.history
+    for row in changes.dirty_users:
+        hist = positives[row]
+        flag = b"T" if len(hist) else b"F"   # trained = has a positive (Engine.is_trained)
+        wb.put(_row_key(b"seen:", row), flag + engine.seen[row].tobytes())
+        if len(hist):
+            wb.put(_row_key(b"hist:", row), hist.tobytes())
+    for eid in changes.new_event_ids:
+        wb.put(b"dedup:" + eid.encode(), b"")
+    for eid in changes.evicted_event_ids:
+        wb.delete(b"dedup:" + eid.encode())
+
+
 class WorkerStore:
     """RocksDB at ``<state_dir>/worker``; models under ``<state_dir>/worker/models``."""
 
@@ -186,9 +205,6 @@ class WorkerStore:
                 yield s, decode_wal(v)
 
     # ----------------------------------------------------------------- checkpoint
-    def has_checkpoint(self) -> bool:
-        return self.db.get(_CHECKPOINT) is not None
-
     def checkpoint(self, engine: Engine, full: bool = False,
                    pending: Iterable[int] = ()) -> Path:
         """Snapshot ``engine`` as of WAL entry ``self.wal_seq`` and write it now; returns
@@ -207,12 +223,6 @@ class WorkerStore:
         engine's change sets are handed over and cleared; if the write then fails, the
         next checkpoint must be ``full``. Write (or drop) a snapshot before taking the next:
         the next one refills its model arrays in place."""
-        if full:
-            engine.users.reset_persisted()
-            engine.items.reset_persisted()
-            engine.dirty_users = set(engine.seen.nonempty_rows().tolist())
-            engine.new_event_ids = list(engine.dedup)
-            engine.evicted_event_ids = []
         seq = self.wal_seq
         name = f"model-{seq:012d}-{engine.batch_seq:08d}.npz"
         meta = {"offsets": dict(engine.offsets), "created": engine.created,
@@ -226,20 +236,7 @@ class WorkerStore:
             # snapshot and must be replayed after it (deleted below up to ``seq``)
             wb.delete_range(b"\x00", b"wal:")
             wb.delete_range(b"wal:\xff", b"\xff")
-        for prefix, reg in ((b"reg:u:", engine.users), (b"reg:i:", engine.items)):
-            for row, ident in reg.unpersisted():
-                wb.put(_row_key(prefix, row), ident.encode())
-        positives = engine.cooc.history
-        for row in engine.dirty_users:
-            hist = positives[row]
-            flag = b"T" if len(hist) else b"F"   # trained = has a positive (Engine.is_trained)
-            wb.put(_row_key(b"seen:", row), flag + engine.seen[row].tobytes())
-            if len(hist):
-                wb.put(_row_key(b"hist:", row), hist.tobytes())
-        for eid in engine.new_event_ids:
-            wb.put(b"dedup:" + eid.encode(), b"")
-        for eid in engine.evicted_event_ids:
-            wb.delete(b"dedup:" + eid.encode())
+        _put_changes(wb, engine, engine.take_changes(everything=full))
         wb.put(_POPULAR, np.fromiter(engine.recent_positives, dtype=np.int32).tobytes())
         wb.put(_OFFSETS, orjson.dumps(engine.offsets))
         wb.put(_PENDING, np.fromiter(sorted(set(pending)), dtype=np.int32).tobytes())
@@ -248,11 +245,6 @@ class WorkerStore:
         wb.put(_CHECKPOINT, orjson.dumps({"model": name, **meta}))
         if seq:
             wb.delete_range(b"wal:", b"wal:%012d" % (seq + 1))
-        engine.users.mark_persisted()
-        engine.items.mark_persisted()
-        engine.dirty_users = set()
-        engine.new_event_ids = []
-        engine.evicted_event_ids = []
         return Snapshot(self.models / name, arrays, doc, wb, meta["offsets"])
 
     def write(self, snap: "Snapshot") -> None:

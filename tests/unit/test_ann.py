@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stream_app.ann import IndexStateError, IVFIndex, concat_ranges, default_lists
+from stream_app.ann import IndexStateError, IVFIndex, default_lists
 from stream_app.topn import top_n
 
 
@@ -23,13 +23,6 @@ def exact(users, emb, bias, n, n_valid, exclude):
 
 def recall(got, want):
     return np.mean([len(np.intersect1d(g[0], w[0])) / len(w[0]) for g, w in zip(got, want)])
-
-
-def test_concat_ranges_matches_the_loop():
-    starts, lengths = np.array([5, 0, 10, 3, 7]), np.array([2, 0, 3, 1, 0])
-    want = np.concatenate([np.arange(s, s + k) for s, k in zip(starts, lengths)])
-    np.testing.assert_array_equal(concat_ranges(starts, lengths), want)
-    assert len(concat_ranges(np.array([4]), np.array([0]))) == 0
 
 
 def test_all_items_as_candidates_is_the_exact_top_n():

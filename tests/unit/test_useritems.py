@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from stream_app.topn import Cells, top_n
-from stream_app.useritems import UserItems
+from stream_app.useritems import UserItems, ranges
 
 
 def _reference(batches):
@@ -86,3 +86,10 @@ def test_restart_roundtrip_restores_rows_exactly_and_keeps_growing_the_same_way(
         assert [x.tolist() for x in live.add(u, i)] == [x.tolist() for x in again.add(u, i)]
     assert [(r, x.tolist()) for r, x in live.items()] == \
         [(r, x.tolist()) for r, x in again.items()]
+
+
+def test_ranges_matches_the_loop():
+    starts, lengths = np.array([5, 0, 10, 3, 7]), np.array([2, 0, 3, 1, 0])
+    want = np.concatenate([np.arange(s, s + k) for s, k in zip(starts, lengths)])
+    np.testing.assert_array_equal(ranges(starts, lengths), want)
+    assert len(ranges(np.array([4]), np.array([0]))) == 0
