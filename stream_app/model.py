@@ -195,34 +195,15 @@ class PaddedLightFM:
     def _fit_ranking(self, user_rows: np.ndarray, item_rows: np.ndarray, values: np.ndarray,
                      epochs: int, num_threads: int,
                      on_epoch: Callable[[int], None] | None) -> None:
-        """WARP/BPR epochs through LightFM's kernel; see :meth:`fit_partial`."""
-        n_items = self.item_capacity
-        key = np.asarray(user_rows, np.int64) * n_items + np.asarray(item_rows, np.int64)
-        keys, inverse = np.unique(key, return_inverse=True)  # sorted: row-major, like COO
-        summed = np.bincount(inverse, weights=np.asarray(values, np.float64)).astype(np.float32)
-        if not np.isfinite(summed.sum()):
-            raise ValueError("Not all input values are finite. Check the event values.")
-        pos = summed > 0  # ranking losses read only positives
-        if not pos.any():
+        """WARP/BPR epochs through LightFM's kernel; see :meth:`fit_partial`. Prepares the
+        batch, the kernel's inputs (compact user rows when it can), runs the epochs, then
+        checks and marks what moved; bit-identical to ``LightFM.fit_partial`` per epoch."""
+        batch = self._ranking_batch(user_rows, item_rows, values)
+        if batch is None:
             return
-        keys, weight = keys[pos], summed[pos]
-        rows = (keys // n_items).astype(np.int64)
-        cols = (keys % n_items).astype(np.int32)
-        # The batch's users as local rows 0..U-1 (rows are sorted: keys are row-major), with
-        # their feature rows and positives: the kernel reads a user only through those, so
-        # the result is the same, and a batch costs nothing per *other* user (an indptr over
-        # the whole user capacity was 8 MB a batch at a million users).
-        batch_users, local = np.unique(rows, return_inverse=True)
-        local = local.astype(np.int32)
-        data = np.ones(len(local), np.float32)
-        indptr = np.zeros(len(batch_users) + 1, np.int32)
-        np.cumsum(np.bincount(local, minlength=len(batch_users)), out=indptr[1:])
-        lookup = CSRMatrix(_CSR(cols, indptr, data, (len(batch_users), n_items)))
-        user_rows_csr = _csr_rows(self.users.matrix(), batch_users)
         m = self.lightfm
-        item_csr = self._item_csr()
-        kernel = _KERNELS[self.params.loss]
         accumulated = m.item_bias_gradients.copy()   # grows for every item feature updated
+        user_rows_csr = _csr_rows(self.users.matrix(), batch.users)
         # LightFM's kernel ends every call by dividing *every* parameter by its L2 scale (1.0
         # without regularisation): 90 ms for one event at 1 M users x 100 k items, 10
         # epochs. Without user regularisation the batch's user feature rows are handed to
@@ -234,46 +215,73 @@ class PaddedLightFM:
         else:
             columns, user_csr_rows, users = None, user_rows_csr, None
             params = m._get_lightfm_data()
-        user_csr = CSRMatrix(user_csr_rows)
-        # Without callbacks (micro-batches) the epochs go in one call: the same examples in
-        # the same order (one shuffle per epoch), so the item side's rescaling pass runs
-        # once, not per epoch (8 ms of 10-epoch batch at 100 k items); only the kernel's
-        # random stream for negatives is seeded once per call instead of once per epoch.
-        fold = on_epoch is None and m.item_alpha == 0 and epochs > 1
-        calls = 1 if fold else epochs
-        n = len(local)
-        ex_users = np.tile(local, epochs) if fold else local
-        ex_items = np.tile(cols, epochs) if fold else cols
-        ex_data = np.tile(data, epochs) if fold else data
-        ex_weight = np.tile(weight, epochs) if fold else weight
         try:
-            for call in range(calls):
-                if fold:
-                    shuffle = np.empty(n * epochs, np.int32)
-                    for e in range(epochs):
-                        part = np.arange(n, dtype=np.int32)
-                        m.random_state.shuffle(part)
-                        shuffle[e * n:(e + 1) * n] = part + e * n
-                else:
-                    shuffle = np.arange(n, dtype=np.int32)
-                    m.random_state.shuffle(shuffle)
-                kernel(item_csr, user_csr, lookup, ex_users, ex_items, ex_data, ex_weight,
-                       shuffle, params, m.learning_rate, m.item_alpha, m.user_alpha,
-                       num_threads, m.random_state)
-                if on_epoch is not None:
-                    if compact:
-                        self._write_back(columns, users)
-                    m._check_finite()  # a progress callback sees only finite parameters
-                    on_epoch(call)
+            self._run_kernel(batch, CSRMatrix(user_csr_rows), params, epochs, num_threads,
+                             on_epoch, (lambda: self._write_back(columns, users))
+                             if compact else None)
         finally:
             if compact:
                 self._write_back(columns, users)
         if on_epoch is None:
-            self._check_touched_finite(user_rows_csr.indices, np.unique(cols))
+            self._check_touched_finite(user_rows_csr.indices, np.unique(batch.items))
         if m.item_alpha > 0:     # regularisation scales every item embedding
             self._item_reps = None
         else:
             self._stale_item_features(np.flatnonzero(m.item_bias_gradients != accumulated))
+
+    def _ranking_batch(self, user_rows: np.ndarray, item_rows: np.ndarray,
+                       values: np.ndarray) -> _RankingBatch | None:
+        """The batch as the kernel reads it: duplicates summed, positives only (None if
+        there is none), users as local rows 0..U-1 with their positives as a CSR lookup.
+
+        The kernel reads a user only through their feature rows and positives, so the
+        result is the same, and a batch costs nothing per *other* user (an indptr over the
+        whole user capacity was 8 MB a batch at a million users)."""
+        n_items = self.item_capacity
+        key = np.asarray(user_rows, np.int64) * n_items + np.asarray(item_rows, np.int64)
+        keys, inverse = np.unique(key, return_inverse=True)  # sorted: row-major, like COO
+        summed = np.bincount(inverse, weights=np.asarray(values, np.float64)).astype(np.float32)
+        if not np.isfinite(summed.sum()):
+            raise ValueError("Not all input values are finite. Check the event values.")
+        pos = summed > 0  # ranking losses read only positives
+        if not pos.any():
+            return None
+        keys, weight = keys[pos], summed[pos]
+        rows = (keys // n_items).astype(np.int64)
+        cols = (keys % n_items).astype(np.int32)
+        batch_users, local = np.unique(rows, return_inverse=True)   # rows are sorted
+        local = local.astype(np.int32)
+        data = np.ones(len(local), np.float32)
+        indptr = np.zeros(len(batch_users) + 1, np.int32)
+        np.cumsum(np.bincount(local, minlength=len(batch_users)), out=indptr[1:])
+        lookup = CSRMatrix(_CSR(cols, indptr, data, (len(batch_users), n_items)))
+        return _RankingBatch(batch_users, local, cols, data, weight, lookup)
+
+    def _run_kernel(self, batch: _RankingBatch, user_csr: CSRMatrix, params, epochs: int,
+                    num_threads: int, on_epoch: Callable[[int], None] | None,
+                    write_back: Callable[[], None] | None) -> None:
+        """The epochs. Without callbacks (micro-batches) they go in one call: the same
+        examples in the same order (one shuffle per epoch), so the item side's rescaling
+        pass runs once, not per epoch (8 ms of a 10-epoch batch at 100 k items); only the
+        kernel's random stream for negatives is seeded once per call instead of once per
+        epoch. With a callback, each epoch is a call and the callback sees the parameters
+        written back and checked finite."""
+        m = self.lightfm
+        kernel = _KERNELS[self.params.loss]
+        item_csr = self._item_csr()
+        fold = on_epoch is None and m.item_alpha == 0 and epochs > 1
+        examples = (batch.local, batch.items, batch.data, batch.weight)
+        if fold:
+            examples = tuple(np.tile(a, epochs) for a in examples)
+        for call in range(1 if fold else epochs):
+            shuffle = _shuffle(len(batch.local), epochs if fold else 1, m.random_state)
+            kernel(item_csr, user_csr, batch.lookup, *examples, shuffle, params,
+                   m.learning_rate, m.item_alpha, m.user_alpha, num_threads, m.random_state)
+            if on_epoch is not None:
+                if write_back is not None:
+                    write_back()
+                m._check_finite()  # a progress callback sees only finite parameters
+                on_epoch(call)
 
     def _lightfm_data(self, user_columns: np.ndarray):
         """LightFM's parameter bundle with the item arrays themselves and compact copies of
@@ -456,6 +464,34 @@ class PaddedLightFM:
         model.users.dirty_rows.clear()
         model.items.dirty_rows.clear()
         return model, doc
+
+
+class _RankingBatch(NamedTuple):
+    """A micro-batch as LightFM's ranking kernel reads it (:meth:`PaddedLightFM._ranking_batch`)."""
+
+    users: np.ndarray
+    """The batch's user rows, sorted; example ``k``'s user is ``users[local[k]]``."""
+    local: np.ndarray
+    items: np.ndarray
+    data: np.ndarray
+    weight: np.ndarray
+    lookup: CSRMatrix
+    """Each local user's positives: what WARP must not sample as a negative."""
+
+
+def _shuffle(n: int, epochs: int, rng: np.random.RandomState) -> np.ndarray:
+    """The order of ``epochs`` passes over ``n`` examples tiled end to end: each pass its
+    own shuffle, drawn from ``rng`` in pass order (as per-epoch calls draw them)."""
+    if epochs == 1:
+        shuffle = np.arange(n, dtype=np.int32)
+        rng.shuffle(shuffle)
+        return shuffle
+    shuffle = np.empty(n * epochs, np.int32)
+    for e in range(epochs):
+        part = np.arange(n, dtype=np.int32)
+        rng.shuffle(part)
+        shuffle[e * n:(e + 1) * n] = part + e * n
+    return shuffle
 
 
 class _CSR(NamedTuple):

@@ -73,16 +73,16 @@ def _drop_older(chunk: list[Record], settings: Settings, since: float,
                 engine: Engine) -> list[Record]:
     kept = []
     for rec in chunk:
-        if rec[0] == settings.topic_interactions:
-            ts = rec[5]
+        if rec.topic == settings.topic_interactions:
+            ts = rec.timestamp
             try:
-                doc = orjson.loads(rec[4]) if rec[4] else None
+                doc = orjson.loads(rec.value) if rec.value else None
                 if isinstance(doc, dict) and isinstance(doc.get("timestamp"), (int, float)):
                     ts = float(doc["timestamp"])
             except orjson.JSONDecodeError:
                 pass
             if ts < since:
-                engine.advance(rec[0], rec[1], rec[2])
+                engine.advance(rec.topic, rec.partition, rec.offset)
                 continue
         kept.append(rec)
     return kept

@@ -85,8 +85,8 @@ def encode_wal(records: list[Record]) -> bytes:
 def decode_wal(raw: bytes) -> list[Record]:
     """The records of a WAL entry (also the JSON entries of earlier versions)."""
     if raw[:1] != _WAL_V1:
-        return [(t, p, o, k.encode() if k is not None else None,
-                 v.encode() if v is not None else None, ts)
+        return [Record(t, p, o, k.encode() if k is not None else None,
+                       v.encode() if v is not None else None, ts)
                 for t, p, o, k, v, ts in orjson.loads(raw)]
     view, pos, out = memoryview(raw), 1, []
     while pos < len(raw):
@@ -98,7 +98,7 @@ def decode_wal(raw: bytes) -> list[Record]:
         pos += max(klen, 0)
         value = None if vlen < 0 else bytes(view[pos:pos + vlen])
         pos += max(vlen, 0)
-        out.append((topic, part, offset, key, value, ts))
+        out.append(Record(topic, part, offset, key, value, ts))
     return out
 
 

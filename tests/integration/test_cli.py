@@ -24,11 +24,11 @@ def test_produce_movielens_replays_in_time_order(settings: Settings) -> None:
     assert "sent 200" in r.stdout
     recs = [rec for c in read_topics(settings, [settings.topic_interactions]) for rec in c]
     assert len(recs) == 200
-    events = [orjson.loads(rec[4]) for rec in recs]
+    events = [orjson.loads(rec.value) for rec in recs]
     ts = [e["timestamp"] for e in events]
     assert ts == sorted(ts)
     assert all(e["event_type"] == "rating" and 1 <= e["rating"] <= 5 for e in events)
-    assert all(rec[3].decode() == e["user_id"] for rec, e in zip(recs, events))
+    assert all(rec.key.decode() == e["user_id"] for rec, e in zip(recs, events))
     ml = load_movielens(find_movielens())
     assert events[0]["user_id"] == ml.users[ml.split_index(0.9)]
     users = [r for c in read_topics(settings, [settings.topic_users]) for r in c]
@@ -50,7 +50,7 @@ def test_produce_jsonl_reports_bad_lines_and_sends_the_rest(settings: Settings,
     assert "events.jsonl:2" in r.stderr and "events.jsonl:3" in r.stderr
     assert "sent 2" in r.stdout and "invalid 2" in r.stdout
     recs = [rec for c in read_topics(settings, [settings.topic_interactions]) for rec in c]
-    assert [orjson.loads(rec[4])["user_id"] for rec in recs] == ["a", "b"]
+    assert [orjson.loads(rec.value)["user_id"] for rec in recs] == ["a", "b"]
 
 
 def test_recommend_reads_the_topic_when_no_api(settings: Settings) -> None:

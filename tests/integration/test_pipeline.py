@@ -138,7 +138,7 @@ def test_invalid_events_go_to_dlq_and_valid_ones_all_apply(settings: Settings,
     assert applied(settings) == len(valid)
     dlq = [r for chunk in read_topics(settings, [settings.topic_dlq]) for r in chunk]
     assert len(dlq) == len(INVALID)
-    assert sorted((r[4] or b"") for r in dlq) == sorted((v or b"") for v in INVALID)
+    assert sorted((r.value or b"") for r in dlq) == sorted((v or b"") for v in INVALID)
     # every DLQ record says why, in the "error" header
     from confluent_kafka import Consumer, TopicPartition
     from streamrec.kafka import consumer_config
