@@ -7,7 +7,7 @@ import numpy as np
 from stream_app.guard import USER_HISTORY, USER_PACE, GuardConfig
 from streamrec_eval.guard_report import arrival_times, guard_report
 from streamrec_eval.synthetic import generate
-from tests.unit.test_guard import ev
+from tests.unit.stream_app.test_guard import ev
 
 
 def test_synthetic_history_is_deterministic_and_has_power_users():

@@ -16,7 +16,7 @@ from streamrec.errors import MissingExtra, StreamrecError
 def _python(code: str) -> str:
     """Run ``code`` in a fresh interpreter (clean ``sys.modules``) and return its stdout."""
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+                          timeout=120, cwd=Path(__file__).resolve().parents[3])
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 

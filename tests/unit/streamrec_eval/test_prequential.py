@@ -1,7 +1,5 @@
 import numpy as np
-import pytest
 
-from stream_app.cooccurrence import CooccurrenceIndex, blend
 from stream_app.model import ModelParams, PaddedLightFM
 from streamrec_eval.adapters import EngineModel, ImprovedEngine, Popularity, engine_settings
 from streamrec_eval.foldin import als_fold_in, centroid_fold_in, fold_in_lightfm
@@ -76,30 +74,6 @@ def test_popularity_over_a_window_forgets_old_positives():
     assert top_items(pop.counts, 2, exclude={2}).tolist() == [1, 0]
     ranks = popularity_ranks(s.events(0, 5), 3)
     assert ranks.tolist() == [1, 3, 2]  # a and c tie on 2 positives: lower code first
-
-
-def test_cooccurrence_counts_window_pairs_once_and_scores_asymmetric_cosine():
-    idx = CooccurrenceIndex(alpha=0.5, recent=2, pair_window=1, capacity=2)
-    idx.add([0, 0, 0, 0, 1, 1], [0, 1, 2, 1, 0, 2])  # repeated (0, 1) counts once
-    assert idx.capacity >= 3
-    assert idx.counts[:3].tolist() == [2, 1, 2]
-    # pair window 1: user 0 pairs (1,0), (2,1); user 1 pairs (2,0)
-    assert idx.pairs[0, 1] == idx.pairs[1, 0] == 1 and idx.pairs[0, 2] == 1
-    assert idx.pairs[1, 2] == 1 and idx.pairs[0, 0] == 0
-    s = idx.scores([1, 7], 4)
-    # user 1's recent: items 0 and 2; score(k) = sum_j C[j,k] / (n_j^.5 n_k^.5)
-    expect_1 = 1 / np.sqrt(2 * 1) + 1 / np.sqrt(2 * 1)
-    assert s[0, 1] == pytest.approx(expect_1)
-    assert not s[1].any() and s.shape == (2, 4)
-
-
-def test_blend_keeps_the_model_ranking_for_users_without_positives():
-    model = np.array([[3.0, 1.0, 2.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
-    cooc = np.array([[0.0, 0.0, 0.0, 0.0], [5.0, 0.0, 0.0, 0.0]])
-    out = blend(model, cooc, 0.9, valid=4)
-    assert np.argsort(-out[0]).tolist() == [0, 2, 1, 3]
-    assert np.argmax(out[1]) == 0
-    assert blend(model, cooc, 0.0, 4) is model
 
 
 def test_als_fold_in_is_the_ridge_solution_and_centroid_the_centred_mean():

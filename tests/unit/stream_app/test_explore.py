@@ -4,7 +4,6 @@ engine's published lists, and the trade-off curve that measures them."""
 from __future__ import annotations
 
 import copy
-import json
 
 import numpy as np
 import orjson
@@ -19,9 +18,6 @@ from stream_app.explore import (
     mix_exploration,
     slot_positions,
 )
-from streamrec_eval.adapters import engine_settings
-from streamrec_eval.evaluate import run_exploration
-from streamrec_eval.stream import Stream
 from streamrec.schema import validate_interaction
 from streamrec.settings import Settings
 
@@ -194,23 +190,6 @@ def test_every_prefix_keeps_its_share_of_exploration_slots():
         assert 3 <= first < 10 <= second < 20
     assert slot_positions(10, 3, 0.3, 3, [0.0, 0.0, 0.0]) == [3, 4, 6]
     assert slot_positions(10, 3, 0.3, 3, [0.99] * 3) == [3, 5, 9]
-
-
-def test_exploration_curve_reports_price_and_gain_per_share(tmp_path):
-    rng = np.random.default_rng(0)
-    users = [f"u{k % 12}" for k in range(240)]
-    items = [f"i{int(x)}" for x in rng.integers(0, 40, 240)]
-    stream = Stream.from_triples(users, items, rng.integers(3, 6, 240).tolist())
-    tiny = engine_settings(padding_min=10, no_components=4, epochs_bootstrap=2,
-                           epochs_per_batch=1)
-    rows = run_exploration(stream, tmp_path, tiny, shares=(0.0, 0.3), temperatures=(1.0, 2.0),
-                           split=0.5, progress=False)
-    assert [(r["explore_share"], r["temperature"]) for r in rows] == \
-        [(0.0, 1.0), (0.3, 1.0), (0.3, 2.0)]                # share 0 once: T is moot there
-    assert rows[1]["coverage"] >= rows[0]["coverage"]
-    assert json.loads((tmp_path / "exploration.json").read_text())["points"][0]["hit@10"] == \
-        rows[0]["hit@10"]
-    assert (tmp_path / "exploration.png").stat().st_size > 0
 
 
 def test_first_slots_equal_slot_positions_of_one_entry():
