@@ -24,6 +24,7 @@ from lightfm._lightfm_fast import CSRMatrix, fit_bpr, fit_warp
 
 from stream_app.features import FeatureSpace
 from stream_app.useritems import ranges
+from streamrec.durable import fsync_dir
 from streamrec.errors import ModelStateError
 
 log = logging.getLogger(__name__)
@@ -532,15 +533,6 @@ def write_snapshot(path: Path, arrays: dict[str, np.ndarray], doc: dict) -> None
     _atomic_write(path.with_suffix(".json"),
                   lambda f: f.write(json.dumps(doc, separators=(",", ":")).encode()))
     fsync_dir(path.parent)   # the renames themselves survive a power cut
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory, so that files created or renamed in it are durable (POSIX)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _atomic_write(path: Path, write: Callable) -> None:

@@ -19,7 +19,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from streamrec.errors import InvalidEvent
-from streamrec.schema import MAX_ID_LEN, _reason
+from streamrec.schema import MAX_ID_LEN, _reason, json_object
 
 _Id = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_ID_LEN)]
 
@@ -71,12 +71,7 @@ def parse_control(raw: bytes | None, key: str | None) -> ModelMessage | ReleaseM
     the reason otherwise."""
     if not raw:
         raise InvalidEvent("control: empty value")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(f"control: not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidEvent("control: a message must be a JSON object")
+    data = json_object(raw, "a message", "control: ")
     try:
         msg = _control.validate_python(data)
     except ValidationError as exc:

@@ -233,6 +233,18 @@ def parse_interaction(raw: bytes | str | None) -> Event:
     return event
 
 
+def json_object(raw: bytes | str, what: str, prefix: str = "") -> dict:
+    """``raw`` parsed as a JSON object; InvalidEvent saying what is wrong otherwise
+    (``what``: the record's name in the message, ``prefix``: where it was read)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"{prefix}not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"{prefix}{what} must be a JSON object")
+    return data
+
+
 def _parse_model(raw: bytes | str) -> Interaction:
     """The model's path: slower, with the readable reason of the first rule broken."""
     try:
@@ -259,12 +271,7 @@ def parse_metadata(raw: bytes | str | None, kind: Literal["user", "item"],
     """Validate a ``users``/``items`` record; the id comes from the value, else the key."""
     if raw is None:
         raise InvalidEvent("empty value (tombstone)")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidEvent("metadata must be a JSON object")
+    data = json_object(raw, "metadata")
     try:
         meta = EntityMetadata.model_validate(data)
     except ValidationError as exc:

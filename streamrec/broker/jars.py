@@ -28,6 +28,7 @@ from pathlib import Path
 from tenacity import (retry, retry_if_exception_type, stop_after_attempt,
                       wait_exponential)
 
+from streamrec.durable import fsync_dir
 from streamrec.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def resolve_kafka_jars(progress: bool = True) -> Path:
                     f"cannot reach the Maven repository ({exc}); the first start of the Kafka "
                     f"engine downloads {sum(j.size for j in jars) >> 20} MB of jars. Check "
                     f"the network, or set {REPOSITORY_ENV} to a reachable mirror") from exc
-        _fsync_dir(out)
+        fsync_dir(out)
         if target.exists() and not jars_complete(target, jars):
             shutil.rmtree(target, ignore_errors=True)   # stale or partial from an old version
         try:
@@ -175,20 +176,12 @@ def resolve_kafka_jars(progress: bool = True) -> Path:
         except OSError:
             if not jars_complete(target, jars):          # another process won the race
                 raise
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return target
     finally:
         if bar is not None:
             bar.close()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- java ------------------------------------------------------------------------------------
