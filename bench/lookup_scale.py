@@ -321,6 +321,11 @@ def restart_replica(rep: Replica, users: int, fresh: bool) -> dict[str, Any]:
             "ready_after_s": round(ready, 2), "lists": users}
 
 
+def store_bytes(state_dir: Path) -> int:
+    """Bytes of a lookup's RocksDB on disk (lists, offsets, its log and WAL)."""
+    return sum(f.stat().st_size for f in (Path(state_dir) / "lookup").rglob("*") if f.is_file())
+
+
 # --------------------------------------------------------------------------- main
 def measure(base: Settings, work: Path, mode: str, count: int, args: argparse.Namespace
             ) -> dict[str, Any]:
@@ -329,6 +334,7 @@ def measure(base: Settings, work: Path, mode: str, count: int, args: argparse.Na
     try:
         out["start_to_serving_s"] = round(wait_serving(reps, mode, args.partitions,
                                                        args.users), 2)
+        out["store_bytes"] = [store_bytes(r.settings.state_dir) for r in reps]
         run_load(reps, reps, work, args.users, 2, None, 99)       # warm-up
         runs = []
         for r in range(args.runs):

@@ -59,12 +59,13 @@ from urllib.parse import parse_qs
 import orjson
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition)
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import Receive, Scope, Send
 
 from consumers.forward import FORWARDED, Forwarder
-from consumers.lookup import LAG_EVERY_S, RESTARTS, LookupConsumer
+from consumers.lookup import (CONSUMER_LAG, LAG_EVERY_S, RESTARTS, STALL_S, ConsumerStalled,
+                              LookupConsumer)
 from consumers.lookup import READY as READY_GAUGE
 from consumers.partitioner import partition_of, user_partition
 from consumers.store import ListStore
@@ -215,6 +216,7 @@ class PartitionedLookup(LookupConsumer):
         self._joined = False
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
+        self._admin: AdminClient | None = None
         self.side = SideReader(self)
 
     def start(self) -> None:
@@ -239,6 +241,7 @@ class PartitionedLookup(LookupConsumer):
                                   "partition.assignment.strategy": "cooperative-sticky"})
         consumer = self._consumer = Consumer(conf)
         self._producer = Producer(producer_config(s))
+        self._admin = AdminClient(s.kafka_common())
         topic = s.topic_recommendations
         try:
             with self.lock:
@@ -322,14 +325,40 @@ class PartitionedLookup(LookupConsumer):
         self._assignments += 1
         self._publish()
 
+    def _ends(self, partitions: list[int], timeout: float = 2.0) -> dict[int, int]:
+        """The partitions' high watermarks in one ListOffsets request on the admin client's
+        own connection: on the consumer's connection a query waits behind the fetch in
+        flight (which the broker may hold for fetch.wait.max.ms), once per partition."""
+        if not partitions or self._admin is None:
+            return {}
+        topic = self.settings.topic_recommendations
+        futures = self._admin.list_offsets(
+            {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
+            request_timeout=timeout)
+        return {tp.partition: fut.result(timeout + 1).offset for tp, fut in futures.items()}
+
     def _update_lag(self, consumer: Consumer, offsets: dict[str, int]) -> None:
+        """Lag of our partitions, and the base's stall watchdog (a consumer behind that
+        reads nothing for ``STALL_S`` is started again); readiness is _check_restored's."""
         if not self._joined:   # before the first assignment there is nothing to be behind on
             return
-        was_ready = self.ready.is_set()
-        super()._update_lag(consumer, offsets)
-        if not was_ready and not self._serves_all():
-            self.ready.clear()  # readiness is decided by _check_restored
-            READY_GAUGE.set(0)
+        topic = self.settings.topic_recommendations
+        try:
+            ends = self._ends(self.partitions)
+        except Exception as exc:   # the broker is away: the consumer reconnects itself
+            log.debug("lag check skipped: %s", exc)
+            return
+        for p, high in ends.items():
+            if high >= 0:
+                self.lag[p] = max(0, high - offsets.get(str(p), 0))
+                CONSUMER_LAG.labels(topic, str(p)).set(self.lag[p])
+        position = sum(offsets.values())
+        now = time.monotonic()
+        if position != self._position or not any(self.lag.values()):
+            self._position, self._moved_at = position, now
+        elif now - self._moved_at > STALL_S:
+            raise ConsumerStalled(f"{sum(self.lag.values())} lists waiting on {topic} and none "
+                                  f"read for {now - self._moved_at:.0f} s")
 
     def _serves_all(self) -> bool:
         """Ours restored, and an owner known for every other partition."""
@@ -370,16 +399,17 @@ class PartitionedLookup(LookupConsumer):
                 log.info("lookup %s serves its partitions %s", self.url, sorted(states))
             return
         topic = self.settings.topic_recommendations
+        unknown = [p for p in restoring if self._targets.get(p, UNKNOWN_END) == UNKNOWN_END]
+        if unknown:
+            try:
+                self._targets.update(self._ends(unknown, timeout=1.0))
+            except Exception as exc:
+                log.debug("restore targets not known yet: %s", exc)
         done = []
         for p in restoring:
             target = self._targets.get(p, UNKNOWN_END)
             if target == UNKNOWN_END:
-                try:
-                    _, target = consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                               timeout=1)
-                except KafkaException:
-                    continue
-                self._targets[p] = target
+                continue
             reached = self.offsets.get(str(p), 0)
             if reached < target:
                 pos = consumer.position([TopicPartition(topic, p)])
