@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -26,11 +27,30 @@ from streamrec.broker.kafka import KafkaBroker  # noqa: E402
 from tests.chaos.scenarios import LONG, SHORT, run  # noqa: E402
 
 
+def markdown(rows: list[dict]) -> str:
+    """The table of docs/reliability.md."""
+    head = ("| scenario | events produced | applied | lost | doubled | time to recover | "
+            "stale lists | lookups | 5xx | failed reads* | lookup p50 / p99* |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        rec = r["recover_s"]
+        recover = (f"{min(rec):.1f}–{max(rec):.1f} s" if len(rec) > 1 else
+                   f"{rec[0]:.1f} s" if rec else "–")
+        lines.append(f"| {r['scenario']} | {r['produced']:,} | {r['applied']:,} | {r['lost']} | "
+                     f"{r['doubled']} | {recover} | {r['stale_lists']} | {r['reads']:,} | "
+                     f"{r['5xx']} | {r['errors_outside_outages']} | "
+                     f"{r['p50_ms']:.2f} / {r['p99_ms']:.1f} ms |")
+    return head + "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--short", action="store_true", help="the CI version of each scenario")
     ap.add_argument("--only", nargs="*", default=None, help="scenario names (substrings)")
     args = ap.parse_args()
+    # a SIGTERM (timeout, Ctrl-C from a wrapper) still stops the broker and the stack
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scenarios = SHORT if args.short else LONG
     if args.only:
         scenarios = {k: v for k, v in scenarios.items() if any(o in k for o in args.only)}
@@ -57,6 +77,7 @@ def main() -> None:
                   r["recover_s_max"] if r["recover_s_max"] is not None else "-",
                   r["stale_lists"], r["reads"], r["5xx"], r["errors_outside_outages"],
                   r["p50_ms"], r["p99_ms"]] for r in rows])
+    print(markdown(rows))
     name = "chaos-short" if args.short else "chaos"
     print(f"wrote {write_results(name, {'scenarios': rows})}")
     if any(r["lost"] or r["doubled"] or r["stale_lists"] or r["5xx"] for r in rows):

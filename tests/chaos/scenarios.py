@@ -143,10 +143,28 @@ def broker_outage(seconds: float) -> Callable[[Ctx], None]:
         t0 = time.monotonic()
         ctx.broker.start()
         sent = ctx.stream.sent
-        wait_for(lambda: applied(ctx.s) >= sent, 300, "the worker to catch up", interval=0.2)
+        try:
+            wait_for(lambda: applied(ctx.s) >= sent, 300, "the worker to catch up",
+                     interval=0.2)
+        except AssertionError:
+            _dump_stacks(ctx)
+            raise
         ctx.recover_s.append(time.monotonic() - t0)
         ctx.exempt.append((down, time.time()))
     return faults
+
+
+def _dump_stacks(ctx: Ctx) -> None:
+    """For the post-mortem of a scenario that did not recover: every thread's stack of the
+    worker and the lookup (py-spy, when installed) next to their logs."""
+    if shutil.which("py-spy") is None:
+        return
+    for name in ("worker", "lookup"):
+        proc = getattr(ctx.stack, name)
+        if proc is not None and proc.p is not None and proc.alive():
+            out = subprocess.run(["py-spy", "dump", "--native", "--pid", str(proc.p.pid)],
+                                 capture_output=True, text=True)
+            (ctx.work / f"{name}-stacks.txt").write_text(out.stdout + out.stderr)
 
 
 def lookup_faults(ctx: Ctx) -> None:
