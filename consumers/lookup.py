@@ -19,12 +19,13 @@ import uuid
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from consumers.seen import RecentSeen, event_user_item, may_list, without_items
 from consumers.store import ListStore
-from streamrec.kafka import consumer_config, readable
+from streamrec.kafka import consumer_config, end_offsets, readable
 from streamrec.schema import validate_list
 from streamrec.settings import Settings
 
@@ -113,6 +114,9 @@ class LookupConsumer(threading.Thread):
                                **{"fetch.wait.max.ms": self.settings.fetch_wait_ms,
                                   "fetch.queue.backoff.ms": 1})
         consumer = Consumer(conf)
+        self._admin = AdminClient({**self.settings.kafka_common(),
+                                   "logger": logging.getLogger("librdkafka"),
+                                   "metadata.recovery.strategy": "none"})
         try:
             offsets = {str(k): v for k, v in self.store.offsets().items()}
             self._assign(consumer, offsets)
@@ -199,28 +203,31 @@ class LookupConsumer(threading.Thread):
 
     # ----------------------------------------------------------------- progress
     def _update_lag(self, consumer: Consumer, offsets: dict[str, int]) -> None:
-        """Lag per lists partition from the broker's high watermark (a ListOffsets request:
-        the cached one stops moving when the consumer stops fetching); ready once every
-        partition reached the end it had when the lookup first assigned it. A consumer that
-        has fallen behind and not moved for ``STALL_S`` is stuck (seen once after a broker
-        restart: assigned, yet fetching nothing) and is started again."""
+        """Lag per lists partition from the broker's high watermark (ListOffsets on an admin
+        client of the session: the consumer's cached watermark stops moving when it stops
+        fetching); ready once every partition reached the end it had when the lookup first
+        assigned it. Behind and not moving for ``STALL_S``, with a fresh client seeing the
+        topic's ends past the store, the consumer is stuck (seen after broker restarts:
+        partitions whose leader it no longer knows) and the session starts again."""
         topic = self.settings.topic_recommendations
-        try:
-            for p in self.partitions:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)
+        parts = [(topic, p) for p in self.partitions]
+        ends = end_offsets(self.settings, parts, timeout=2, admin=self._admin)
+        if ends is not None:
+            for (_, p), high in ends.items():
                 if high >= 0:
                     self.lag[p] = max(0, high - offsets.get(str(p), 0))
                     CONSUMER_LAG.labels(topic, str(p)).set(self.lag[p])
-        except KafkaException as exc:   # the broker is away: the consumer reconnects itself
-            log.debug("lag check skipped: %s", exc)
-            return
         position = sum(offsets.values())
         now = time.monotonic()
-        if position != self._position or not any(self.lag.values()):
+        if position != self._position or (ends is not None and not any(self.lag.values())):
             self._position, self._moved_at = position, now
         elif now - self._moved_at > STALL_S:
-            raise ConsumerStalled(f"{sum(self.lag.values())} lists waiting on {topic} and none "
-                                  f"read for {now - self._moved_at:.0f} s")
+            fresh = end_offsets(self.settings, parts)   # a second opinion
+            if fresh is not None and any(end > offsets.get(str(p), 0)
+                                         for (_, p), end in fresh.items()):
+                raise ConsumerStalled(f"lists waiting on {topic} and none read for "
+                                      f"{now - self._moved_at:.0f} s")
+            self._moved_at = now
         if not self.ready.is_set() and all(offsets.get(str(p), 0) >= self._targets.get(p, 0)
                                            for p in self.partitions):
             self.ready.set()

@@ -126,6 +126,7 @@ def create_app(settings: Settings, worker: Worker,
     @recorded
     async def checkpoint_when_due() -> None:
         worker.maybe_checkpoint()
+        worker.watch_producer()
 
     refresh_tick = 0.1
 

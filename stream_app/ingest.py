@@ -17,7 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from stream_app import metrics
 from stream_app.worker import Worker
-from streamrec.kafka import consumer_config, readable
+from streamrec.kafka import consumer_config, end_offsets, readable
 from streamrec.replay import Record
 from streamrec.settings import Settings
 
@@ -51,6 +51,7 @@ class BatchConsumer:
         self._assigned: list[TopicPartition] = []
         self._lag_at = 0.0
         self._position, self._moved_at = -1, time.monotonic()
+        self._probed_at = 0.0
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         offsets = self.worker.engine.offsets
@@ -105,22 +106,24 @@ class BatchConsumer:
         self.worker.lag = lag
 
     def _stalled(self) -> bool:
-        """Behind the broker's high watermark (a ListOffsets request: the cached one stops
-        moving when the consumer stops fetching), and the state has not moved for
-        ``STALL_S`` while this consumer polled: seen once after a broker restart."""
+        """The state has not moved for ``STALL_S`` while this consumer polled, and a fresh
+        client sees the topics' ends past it: this consumer is stuck (seen after broker
+        restarts: partitions whose leader it no longer knows, so it fetches nothing; its
+        own queries then fail too, which is why a second client is asked). Asks at most
+        once per ``STALL_S``; a broker that answers nobody is an outage, not a stall."""
         offsets = self.worker.engine.offsets
         position = sum(offsets.values())
         now = time.monotonic()
         if position != self._position:
             self._position, self._moved_at = position, now
             return False
-        if now - self._moved_at < STALL_S:
+        if now - self._moved_at < STALL_S or now - self._probed_at < STALL_S:
             return False
-        try:
-            behind = any(self.consumer.get_watermark_offsets(tp, timeout=1)[1] >
-                         offsets.get(f"{tp.topic}:{tp.partition}", 0) for tp in self._assigned)
-        except Exception:   # the broker is away: not a stall of ours
+        self._probed_at = now
+        ends = end_offsets(self.settings, [(tp.topic, tp.partition) for tp in self._assigned])
+        if ends is None:
             return False
+        behind = any(end > offsets.get(f"{t}:{p}", 0) for (t, p), end in ends.items())
         if not behind:
             self._moved_at = now
         return behind

@@ -30,12 +30,16 @@ from stream_app.engine import Engine
 from stream_app.store import WorkerStore
 from streamrec.control import ModelMessage, ReleaseMessage, parse_control, retrain_path
 from streamrec.errors import InvalidEvent, ModelStateError, StreamrecError
-from streamrec.kafka import consumer_config, producer_config
+from streamrec.kafka import consumer_config, end_offsets, producer_config
 from streamrec.replay import Record, read_topics
 from streamrec.schema import FALLBACK_KEY
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
+
+STALL_S = 30.0
+"""No list acknowledged for this long, records in flight, the broker answering a fresh
+client: the producer is stuck and is replaced (:meth:`Worker.watch_producer`)."""
 
 
 class Worker:
@@ -45,8 +49,8 @@ class Worker:
         self.settings = settings
         self.progress = progress
         self.store = WorkerStore(settings.state_dir)
-        self.producer = Producer(producer_config(settings,
-                                                 **{"linger.ms": settings.list_linger_ms}))
+        self.producer = self._new_producer()
+        self._acked_at = self._probed_at = time.monotonic()
         self.engine: Engine | None = None
         self._last_checkpoint = time.monotonic()
         self._dirty = False
@@ -344,6 +348,15 @@ class Worker:
         if err is not None:
             metrics.PRODUCE_ERRORS.labels(msg.topic()).inc()
             log.error("delivery to %s failed: %s", msg.topic(), err)
+        else:
+            self._acked_at = time.monotonic()
+
+    def _on_record_delivery(self, err, msg, record: tuple) -> None:
+        """A dead letter or quarantined event: on failure it is produced again (it was taken
+        off its input topic already; the DLQ and the quarantine must not lose it)."""
+        self._on_delivery(err, msg)
+        if err is not None:
+            self._produce(*record)
 
     def _on_list_delivery(self, err, msg) -> None:
         """A list reached the topic, or failed: then its user is pending again."""
@@ -352,6 +365,7 @@ class Worker:
         if left > 0:
             self._in_flight[key] = left
         if err is None:
+            self._acked_at = time.monotonic()
             return
         self._on_delivery(err, msg)
         if key == FALLBACK_KEY.encode():
@@ -377,16 +391,45 @@ class Worker:
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: list | None = None) -> None:
         is_list = topic == self.settings.topic_recommendations
+        if is_list:
+            callback = self._on_list_delivery
+        else:
+            record = (topic, key, value, headers)
+            callback = lambda err, msg: self._on_record_delivery(err, msg, record)  # noqa: E731
         while True:
             try:
                 self.producer.produce(topic, key=key, value=value, headers=headers,
-                                      on_delivery=self._on_list_delivery if is_list
-                                      else self._on_delivery)
+                                      on_delivery=callback)
                 break
             except BufferError:  # local queue full: let deliveries drain, then retry
                 self.producer.poll(0.05)
         if is_list:
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
+
+    def watch_producer(self) -> None:
+        """A producer with records in flight and no acknowledgement for ``STALL_S``, while a
+        fresh client reaches the broker, is stuck (seen after broker restarts: partitions
+        whose leader it no longer knows): it is replaced. Purging it fails what it held:
+        lists become pending again, dead letters and quarantined events are produced again
+        with the new producer. Asks the second opinion at most once per ``STALL_S``."""
+        now = time.monotonic()
+        if not self._in_flight or now - self._acked_at < STALL_S or \
+                now - self._probed_at < STALL_S:
+            return
+        self._probed_at = now
+        if end_offsets(self.settings, [(self.settings.topic_recommendations, 0)]) is None:
+            return   # the broker answers nobody: an outage, librdkafka retries by itself
+        log.warning("the list producer has acknowledged nothing for %.0f s although the broker "
+                    "answers; replacing it", now - self._acked_at)
+        old, self.producer = self.producer, self._new_producer()
+        self._acked_at = now
+        old.purge(in_queue=True, in_flight=True, blocking=False)
+        old.poll(0)      # the purged records' callbacks: pending again, or produced again
+        old.flush(0)
+
+    def _new_producer(self) -> Producer:
+        return Producer(producer_config(self.settings,
+                                        **{"linger.ms": self.settings.list_linger_ms}))
 
     def _publish_invalid(self, res: BatchResult) -> None:
         for key, value, reason in res.invalid:

@@ -130,6 +130,29 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (TimeoutError, ConnectionError))
 
 
+def end_offsets(settings: Settings, partitions: list[tuple[str, int]],
+                timeout: float = 5.0, admin: Any = None) -> dict[tuple[str, int], int] | None:
+    """The high watermark of each (topic, partition), asked of the broker by a ListOffsets
+    request; None if the broker does not answer. Without ``admin`` a fresh, short-lived
+    client asks: a second opinion when a long-lived client stops seeing partition leaders
+    (seen after broker restarts), so its owner can tell "the broker is away" from "this
+    client is stuck"."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    if not partitions:
+        return {}
+    client = admin or AdminClient({**settings.kafka_common(), "logger": _rdkafka_log,
+                                   "metadata.recovery.strategy": "none"})
+    request = {TopicPartition(t, p): OffsetSpec.latest() for t, p in partitions}
+    try:
+        futures = client.list_offsets(request, request_timeout=timeout)
+        return {(tp.topic, tp.partition): fut.result(timeout).offset
+                for tp, fut in futures.items()}
+    except Exception:   # KafkaException, a timeout: no answer
+        return None
+
+
 def readable(msgs: list[Message], what: str) -> list[Message]:
     """The records among consumed messages; a real read error is logged (``what`` names the
     reader), the end-of-partition notice skipped."""

@@ -155,8 +155,25 @@ def broker_outage(seconds: float) -> Callable[[Ctx], None]:
 
 
 def _dump_stacks(ctx: Ctx) -> None:
-    """For the post-mortem of a scenario that did not recover: every thread's stack of the
-    worker and the lookup (py-spy, when installed) next to their logs."""
+    """For the post-mortem of a scenario that did not recover: what a fresh client sees
+    (brokers, leaders, ends of the topics), and every thread's stack of the worker and the
+    lookup (py-spy, when installed), next to their logs."""
+    from confluent_kafka import Consumer, TopicPartition
+    lines = []
+    try:
+        c = Consumer({"bootstrap.servers": ctx.s.bootstrap_servers, "group.id": "postmortem"})
+        md = c.list_topics(timeout=10)
+        lines.append(f"brokers {sorted(md.brokers)}")
+        for t in (ctx.s.topic_interactions, ctx.s.topic_recommendations):
+            for p, pm in sorted(md.topics[t].partitions.items()):
+                ends = c.get_watermark_offsets(TopicPartition(t, p), timeout=10)
+                lines.append(f"{t}[{p}] leader {pm.leader} error {pm.error} ends {ends}")
+        c.close()
+    except Exception as exc:  # noqa: BLE001 - a post-mortem says what it could not see
+        lines.append(f"fresh client failed: {exc!r}")
+    lines.append(f"stream sent {ctx.stream.sent} acked {len(ctx.stream.acked)} "
+                 f"failed {ctx.stream.failed}")
+    (ctx.work / "fresh-client.txt").write_text("\n".join(lines) + "\n")
     if shutil.which("py-spy") is None:
         return
     for name in ("worker", "lookup"):

@@ -38,6 +38,9 @@ class FakeWorker:
         if self.fail is not None:
             raise self.fail
 
+    def watch_producer(self) -> None:
+        pass
+
     def refresh_some(self, budget: int) -> int:
         return 0
 
