@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 
 from streamrec.errors import BrokerUnavailable, InvalidEvent
-from streamrec.kafka import producer_config
+from streamrec.delivery import DeliveringProducer
 from streamrec.schema import EntityMetadata, Interaction, validate_interaction
 from streamrec.settings import Settings
 
@@ -59,7 +59,8 @@ class EventProducer:
         self.settings = settings
         self.event_time = event_time
         self.report = DeliveryReport()
-        self._producer = Producer(producer_config(settings, **producer_overrides))
+        # remembers every record until acknowledged; replaces a stuck librdkafka producer
+        self._producer = DeliveringProducer(settings, **producer_overrides)
         self._closed = False
         atexit.register(self.close)
 
@@ -78,15 +79,11 @@ class EventProducer:
 
     def _produce(self, topic: str, key: str, value: bytes, metadata: bool = False,
                  timestamp_ms: int = 0) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, key=key.encode("utf-8"), value=value,
-                                       on_delivery=self._on_delivery, timestamp=timestamp_ms)
-                break
-            except BufferError:
-                self._producer.poll(0.05)
-            except KafkaException as exc:
-                raise BrokerUnavailable(f"cannot produce to {topic}: {exc}") from exc
+        try:
+            self._producer.produce(topic, key=key.encode("utf-8"), value=value,
+                                   on_delivery=self._on_delivery, timestamp=timestamp_ms)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"cannot produce to {topic}: {exc}") from exc
         if metadata:
             self.report.metadata += 1
         else:

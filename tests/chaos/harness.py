@@ -32,10 +32,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import orjson
-from confluent_kafka import Producer
 
 from streamrec.broker import ensure_topics, free_port
-from streamrec.kafka import producer_config
+from streamrec.delivery import DeliveringProducer
 from streamrec.polling import wait_until
 from streamrec.replay import read_topics
 from streamrec.settings import Settings
@@ -78,6 +77,7 @@ class Stream(threading.Thread):
         self.sent = 0
         self.acked: set[int] = set()
         self.failed = 0
+        self.replaced = 0
         self.last_sent: dict[str, float] = {}     # user -> when their last event was sent
         self._lock = threading.Lock()
 
@@ -89,7 +89,8 @@ class Stream(threading.Thread):
                 self.failed += 1
 
     def run(self) -> None:
-        producer = Producer(producer_config(self.s, **{"message.timeout.ms": 600_000}))
+        # like an app's EventProducer: a stuck librdkafka producer is replaced
+        producer = DeliveringProducer(self.s, **{"message.timeout.ms": 600_000})
         start = time.perf_counter()
         topic = self.s.topic_interactions
         while not self._halt.is_set():
@@ -97,20 +98,16 @@ class Stream(threading.Thread):
             while self.sent < due:
                 user, item = pair(self.sent)
                 value = orjson.dumps({"user_id": user, "item_id": item, "event_type": "click"})
-                while True:
-                    try:
-                        producer.produce(topic, key=user.encode(), value=value,
-                                         on_delivery=lambda err, _m, k=self.sent:
-                                         self._delivered(k, err))
-                        break
-                    except BufferError:
-                        producer.poll(0.01)
+                producer.produce(topic, key=user.encode(), value=value,
+                                 on_delivery=lambda err, _m, k=self.sent:
+                                 self._delivered(k, err))
                 self.last_sent[user] = time.time()
                 self.sent += 1
             producer.poll(0)
             time.sleep(0.001)
         while producer.flush(1.0):
             pass
+        self.replaced = producer.replaced
 
     def stop(self) -> None:
         self._halt.set()

@@ -108,6 +108,8 @@ def run(name: str, broker: KafkaBroker, work: Path, faults: Callable[[Ctx], None
     finally:
         reader.stop()
         codes = stack.stop()
+    if stream.replaced:
+        ctx.notes.append(f"the stream's producer was stuck and replaced {stream.replaced}x")
     return Result(name, account(s, stream), reads_summary(reader, ctx.exempt), stale,
                   ctx.recover_s, codes, ctx.notes)
 
