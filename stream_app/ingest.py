@@ -82,8 +82,8 @@ class BatchConsumer:
         now = time.time()
         for m in readable(msgs, "ingest"):
             _, ts = m.timestamp()
-            out.append((m.topic(), m.partition(), m.offset(), m.key(), m.value(),
-                        ts / 1000.0 if ts and ts > 0 else now))
+            out.append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
+                              ts / 1000.0 if ts and ts > 0 else now))
         return out
 
     def _update_lag(self) -> None:
@@ -137,7 +137,7 @@ class BatchConsumer:
             return True
         last: dict[tuple[str, int], int] = {}
         for rec in records:
-            last[(rec[0], rec[1])] = rec[2]
+            last[(rec.topic, rec.partition)] = rec.offset
         with self._lock:
             if self._closed:
                 return False

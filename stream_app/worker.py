@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from stream_app import metrics
@@ -147,8 +146,8 @@ class Worker:
         now = time.time()
         step = max(1, len(records) // 64)   # a systematic sample keeps the histogram cheap
         for rec in records[::step]:
-            metrics.INGEST_DELAY.observe(max(0.0, now - rec[5]))
-        oldest = min(rec[5] for rec in records)
+            metrics.INGEST_DELAY.observe(max(0.0, now - rec.timestamp))
+        oldest = min(rec.timestamp for rec in records)
         res = self._apply(records, wal=True, oldest=oldest)
         lag = max(0.0, now - oldest) if backlog else 0.0
         self.publish_due(backlog, lag_s=lag)
@@ -160,16 +159,16 @@ class Worker:
     def _apply(self, records: list[Record], wal: bool, oldest: float | None = None
                ) -> BatchResult:
         engine = self.engine
-        fresh = [r for r in records if not engine.is_applied(r[0], r[1], r[2])]
+        fresh = [r for r in records if not engine.is_applied(r.topic, r.partition, r.offset)]
         if len(fresh) < len(records):
             metrics.EVENTS.labels("skipped").inc(len(records) - len(fresh))
         if not fresh:
             return BatchResult(skipped=len(records))
         if wal:
             self.store.append_wal(fresh)
-        control = [r for r in fresh if r[0] == self.settings.topic_control]
+        control = [r for r in fresh if r.topic == self.settings.topic_control]
         if control:
-            fresh = [r for r in fresh if r[0] != self.settings.topic_control]
+            fresh = [r for r in fresh if r.topic != self.settings.topic_control]
         res = process_records(engine, fresh, self.settings, train=True)
         res.skipped += len(records) - len(fresh)
         self._dirty = True
@@ -185,8 +184,8 @@ class Worker:
         self._update_gauges()
         self.producer.poll(0)
         for rec in control:
-            self.engine.advance(rec[0], rec[1], rec[2])
-            self.on_control(rec[3], rec[4])
+            self.engine.advance(rec.topic, rec.partition, rec.offset)
+            self.on_control(rec.key, rec.value)
         return res
 
     # ----------------------------------------------------------------- lists that follow load
