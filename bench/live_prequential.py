@@ -31,7 +31,7 @@ from producers.events import EventProducer, Pacer  # noqa: E402
 from producers.movielens import rating_event, replay_movielens  # noqa: E402
 from bench.pipeline import Brokers  # noqa: E402
 from streamrec.broker import ensure_topics, free_port  # noqa: E402
-from streamrec.movielens import find_movielens, load_movielens  # noqa: E402
+from streamrec.movielens import MovieLens, find_movielens, load_movielens  # noqa: E402
 from streamrec.settings import Settings  # noqa: E402
 
 POSITIVE = 4.0
@@ -73,8 +73,17 @@ def scrape(worker_url: str, lookup_url: str) -> dict[str, float | None]:
             "list_delay_ms_p90": histogram_quantile(lists, 0.9)}
 
 
-def live_run(data: Path, rate: float, bootstrap: str, work: Path, **overrides) -> dict:
-    ml = load_movielens(data)
+def synthetic_movielens(seed: int) -> MovieLens:
+    """The power-user history of ``streamrec_eval.synthetic`` as a MovieLens (no metadata)."""
+    from streamrec_eval.synthetic import generate
+
+    h = generate(seed=seed)
+    return MovieLens(users=h.users, items=h.items, ratings=h.ratings,
+                     timestamps=h.timestamps.astype(np.int64), user_features={},
+                     item_features={}, titles={})
+
+
+def live_run(ml: MovieLens, rate: float, bootstrap: str, work: Path, **overrides) -> dict:
     split = ml.split_index(0.9)
     s = Settings(bootstrap_servers=bootstrap, state_dir=work / "state", http_port=free_port(),
                  worker_metrics_port=free_port(), **overrides)
@@ -131,7 +140,8 @@ def live_run(data: Path, rate: float, bootstrap: str, work: Path, **overrides) -
     return {"hit_at_10": float(h.mean()), "positives": int(len(h)),
             "hit_new_users": float(h[n].mean()) if n.any() else None,
             "hit_returning_users": float(h[~n].mean()) if (~n).any() else None,
-            "coverage": len(set(served)) / len(ml.titles), "rate": rate, "wall_s": wall,
+            "coverage": len(set(served)) / len(set(ml.items.tolist())), "rate": rate,
+            "wall_s": wall,
             "worker": worker_metrics,
             "stale_share": float(np.mean(stale)) if stale else None,
             "list_age_ms_p50": float(np.percentile(ages, 50) * 1000) if ages else None,
@@ -144,6 +154,9 @@ def live_run(data: Path, rate: float, bootstrap: str, work: Path, **overrides) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument("--synthetic", type=int, default=None, metavar="SEED",
+                    help="the power-user history of streamrec_eval.synthetic (seed 7 in "
+                    "docs/evaluation.md) instead of MovieLens 100K")
     ap.add_argument("--rate", type=float, default=200)
     ap.add_argument("--engine", default="kafka", choices=["kafka", "tansu"])
     ap.add_argument("--peers", action="store_true",
@@ -155,13 +168,14 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                     help="worker settings, e.g. epochs_per_batch=5")
     args = ap.parse_args()
-    data = find_movielens(args.data)
+    ml = synthetic_movielens(args.synthetic) if args.synthetic is not None else \
+        load_movielens(find_movielens(args.data))
     work = Path(tempfile.mkdtemp(prefix="streamrec-live-"))
     brokers = Brokers(args.engine, work)        # Kafka: JIT-warmed first (bench/pipeline.py)
     try:
         bootstrap = brokers.fresh()
         overrides = brokers.settings(dict(kv.split("=", 1) for kv in args.set))
-        live = live_run(data, args.rate, bootstrap, work, **overrides)
+        live = live_run(ml, args.rate, bootstrap, work, **overrides)
     finally:
         brokers.stop()
     print({k: v for k, v in live.items() if k.startswith(("stale", "list_age", "missing", "worker"))})
@@ -172,14 +186,15 @@ def main() -> None:
         from bench.peers import run_peers
         from streamrec_eval.stream import Stream
 
-        stream = Stream.from_movielens(load_movielens(data))
+        stream = Stream.from_movielens(ml)
         summaries = run_peers(stream, quick=args.quick_peers, periodic=True)
         for r in summaries:
             rows.append([f"{r['name']} (in-process)", r["hit@10"], r.get("hit@10_new"),
                          r.get("hit@10_returning"), r.get("coverage")])
         results["in_process"] = summaries
     print_table(["model", "hit@10", "new users", "returning", "coverage"], rows)
-    print(f"wrote {write_results('live_prequential', results)}")
+    name = "live_prequential" if args.synthetic is None else "live_prequential_synthetic"
+    print(f"wrote {write_results(name, results)}")
 
 
 if __name__ == "__main__":
