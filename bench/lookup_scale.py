@@ -392,8 +392,8 @@ def main() -> None:
         t0 = time.monotonic()
         fill(base, args.users)
         print(f"filled {args.users} lists in {time.monotonic() - t0:.1f} s", file=sys.stderr)
-        for mode in args.modes:
-            for count in args.replicas:
+        for count in args.replicas:    # the modes of a replica count back to back: the
+            for mode in args.modes:    # box's other load changes less between them
                 results.append(measure(base, work, mode, count, args))
     finally:
         broker.stop()

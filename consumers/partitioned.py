@@ -59,17 +59,16 @@ from urllib.parse import parse_qs
 import orjson
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition)
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import Receive, Scope, Send
 
 from consumers.forward import FORWARDED, Forwarder
-from consumers.lookup import (CONSUMER_LAG, LAG_EVERY_S, RESTARTS, STALL_S, ConsumerStalled,
-                              LookupConsumer)
+from consumers.lookup import LAG_EVERY_S, RESTARTS, LookupConsumer
 from consumers.lookup import READY as READY_GAUGE
 from consumers.partitioner import partition_of, user_partition
 from consumers.store import ListStore
-from streamrec.kafka import consumer_config, producer_config, readable
+from streamrec.kafka import consumer_config, end_offsets, producer_config, readable
 from streamrec.schema import FALLBACK_KEY, MAX_ID_LEN
 from streamrec.settings import Settings
 
@@ -241,7 +240,8 @@ class PartitionedLookup(LookupConsumer):
                                   "partition.assignment.strategy": "cooperative-sticky"})
         consumer = self._consumer = Consumer(conf)
         self._producer = Producer(producer_config(s))
-        self._admin = AdminClient(s.kafka_common())
+        self._admin = AdminClient({**s.kafka_common(), "logger": logging.getLogger("librdkafka"),
+                                   "metadata.recovery.strategy": "none"})
         topic = s.topic_recommendations
         try:
             with self.lock:
@@ -251,7 +251,7 @@ class PartitionedLookup(LookupConsumer):
                                on_lost=self._on_revoke)
             self.error = None
             self._position, self._moved_at = -1, time.monotonic()
-            checked = lagged = time.monotonic()
+            checked = lagged = committed = time.monotonic()
             while not self._halt.is_set():
                 first = consumer.poll(0.2)   # rebalance callbacks run in here
                 if first is not None:
@@ -261,6 +261,9 @@ class PartitionedLookup(LookupConsumer):
                 if now - lagged >= LAG_EVERY_S:
                     lagged = now
                     self._update_lag(consumer, self.offsets)    # and the stall watchdog
+                if now - committed >= 5.0:
+                    committed = now
+                    self._commit_owned(consumer)
                 if now - checked >= METADATA_EVERY_S:
                     checked = now
                     try:
@@ -272,6 +275,19 @@ class PartitionedLookup(LookupConsumer):
                         self.ownership.partitions = count
         finally:
             self._leave(consumer)
+
+    def _commit_owned(self, consumer: Consumer) -> None:
+        """Our partitions' positions under ``lookup_group``, for standard tools
+        (``kafka-consumer-groups --describe`` shows each partition's lag and owner); never
+        read back: positions come from the offsets stored with the lists."""
+        topic = self.settings.topic_recommendations
+        tps = [TopicPartition(topic, p, self.offsets[str(p)])
+               for p in self.ownership.states if str(p) in self.offsets]
+        if tps:
+            try:
+                consumer.commit(offsets=tps, asynchronous=True)
+            except KafkaException as exc:   # a rebalance in progress: next time
+                log.debug("lookup group commit skipped: %s", exc)
 
     def _leave(self, consumer: Consumer) -> None:
         """Leave the group (its revocation is served here), then withdraw our record."""
@@ -326,39 +342,24 @@ class PartitionedLookup(LookupConsumer):
         self._publish()
 
     def _ends(self, partitions: list[int], timeout: float = 2.0) -> dict[int, int]:
-        """The partitions' high watermarks in one ListOffsets request on the admin client's
-        own connection: on the consumer's connection a query waits behind the fetch in
-        flight (which the broker may hold for fetch.wait.max.ms), once per partition."""
-        if not partitions or self._admin is None:
-            return {}
+        """The partitions' high watermarks by one ListOffsets request on the session's
+        admin client (on the consumer's own connection a query waits behind the fetch in
+        flight, which the broker may hold for fetch.wait.max.ms); {} when no answer."""
         topic = self.settings.topic_recommendations
-        futures = self._admin.list_offsets(
-            {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
-            request_timeout=timeout)
-        return {tp.partition: fut.result(timeout + 1).offset for tp, fut in futures.items()}
+        ends = end_offsets(self.settings, [(topic, p) for p in partitions], timeout=timeout,
+                           admin=self._admin)
+        return {p: end for (_, p), end in (ends or {}).items()}
 
     def _update_lag(self, consumer: Consumer, offsets: dict[str, int]) -> None:
-        """Lag of our partitions, and the base's stall watchdog (a consumer behind that
-        reads nothing for ``STALL_S`` is started again); readiness is _check_restored's."""
+        """The base's lag gauges and stall watchdog over our partitions; readiness is
+        :meth:`_check_restored`'s (it also needs an owner for every other partition)."""
         if not self._joined:   # before the first assignment there is nothing to be behind on
             return
-        topic = self.settings.topic_recommendations
-        try:
-            ends = self._ends(self.partitions)
-        except Exception as exc:   # the broker is away: the consumer reconnects itself
-            log.debug("lag check skipped: %s", exc)
-            return
-        for p, high in ends.items():
-            if high >= 0:
-                self.lag[p] = max(0, high - offsets.get(str(p), 0))
-                CONSUMER_LAG.labels(topic, str(p)).set(self.lag[p])
-        position = sum(offsets.values())
-        now = time.monotonic()
-        if position != self._position or not any(self.lag.values()):
-            self._position, self._moved_at = position, now
-        elif now - self._moved_at > STALL_S:
-            raise ConsumerStalled(f"{sum(self.lag.values())} lists waiting on {topic} and none "
-                                  f"read for {now - self._moved_at:.0f} s")
+        was_ready = self.ready.is_set()
+        super()._update_lag(consumer, offsets)
+        if not was_ready and self.ready.is_set() and not self._serves_all():
+            self.ready.clear()
+            READY_GAUGE.set(0)
 
     def _serves_all(self) -> bool:
         """Ours restored, and an owner known for every other partition."""
@@ -401,10 +402,7 @@ class PartitionedLookup(LookupConsumer):
         topic = self.settings.topic_recommendations
         unknown = [p for p in restoring if self._targets.get(p, UNKNOWN_END) == UNKNOWN_END]
         if unknown:
-            try:
-                self._targets.update(self._ends(unknown, timeout=1.0))
-            except Exception as exc:
-                log.debug("restore targets not known yet: %s", exc)
+            self._targets.update(self._ends(unknown, timeout=1.0))   # else asked again
         done = []
         for p in restoring:
             target = self._targets.get(p, UNKNOWN_END)
