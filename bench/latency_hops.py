@@ -28,7 +28,6 @@ bench/results/latency_hops.json.
 from __future__ import annotations
 
 import argparse
-import http.client
 import shutil
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import median, percentile, print_table, write_results  # noqa: E402
-from bench.pipeline import Brokers, Stack, offer, warm_up  # noqa: E402
+from bench.pipeline import Brokers, Probes, Stack, offer, warm_up  # noqa: E402
 from streamrec.kafka import consumer_config, producer_config  # noqa: E402
 
 
@@ -61,24 +60,21 @@ def append_time(s, topics: list[str]) -> None:
 
 
 class HopProbes:
-    """Probe users' clicks, their appends, lists and first served answers."""
+    """Probe users' clicks, their appends and lists; the first served answers are polled
+    by ``bench/pipeline.py``'s :class:`Probes`, every 0.2 ms while a probe is young."""
 
     def __init__(self, stack: Stack, linger_ms: float | None) -> None:
         self.stack = stack
         extra = {} if linger_ms is None else {"linger.ms": linger_ms}
         self.producer = Producer(producer_config(stack.s, **extra))
+        self.poller = Probes(stack, young_s=0.05, young_every_s=0.0002)
         self.t0: dict[str, float] = {}
         self.a1: dict[str, float] = {}
         self.a2: dict[str, float] = {}
         self.w: dict[str, float] = {}
-        self.served: dict[str, float] = {}
-        self._pending: dict[str, float] = {}
-        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._poll, daemon=True),
-                         threading.Thread(target=self._read_lists, daemon=True)]
-        for t in self._threads:
-            t.start()
+        self._reader = threading.Thread(target=self._read_lists, daemon=True)
+        self._reader.start()
 
     def send(self, item: str) -> None:
         user = f"probe-{uuid.uuid4().hex[:8]}"
@@ -86,9 +82,8 @@ class HopProbes:
         t0 = time.time()
         self.producer.produce(self.stack.s.topic_interactions, key=user.encode(), value=value,
                               on_delivery=lambda err, m, u=user: self._appended(u, err, m))
-        with self._lock:
-            self.t0[user] = t0
-            self._pending[user] = t0
+        self.t0[user] = t0
+        self.poller.add(user, t0)
         self.producer.poll(0)
 
     def _appended(self, user: str, err, msg) -> None:
@@ -112,52 +107,20 @@ class HopProbes:
                     self.w[user] = doc["updated_at"]
         c.close()
 
-    def _poll(self) -> None:
-        """Ask for each pending probe every 0.2 ms for its first 50 ms (then 10 % of its
-        age): the measured served time is at most ~0.3 ms late while a list is fresh."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.stack.s.http_port, timeout=2)
-        due: dict[str, float] = {}
-        while not self._stop.is_set() or self._pending:
-            with self._lock:
-                items = list(self._pending.items())
-            now = time.time()
-            for user, t0 in items:
-                if due.get(user, 0.0) > now:
-                    continue
-                try:
-                    conn.request("GET", f"/recommendations/{user}")
-                    ok = orjson.loads(conn.getresponse().read())["source"] == "model"
-                except (OSError, http.client.HTTPException, orjson.JSONDecodeError, KeyError):
-                    conn.close()
-                    ok = False
-                now = time.time()
-                if ok or now - t0 > 10:
-                    with self._lock:
-                        self._pending.pop(user, None)
-                        if ok:
-                            self.served[user] = now
-                    due.pop(user, None)
-                else:
-                    due[user] = now + (0.0002 if now - t0 < 0.05 else 0.1 * (now - t0))
-            time.sleep(0.0001 if items else 0.001)
-        conn.close()
-
     def finish(self) -> list[dict]:
         self.producer.flush(10)
-        deadline = time.time() + 12
-        while self._pending and time.time() < deadline:
-            time.sleep(0.05)
+        self.poller.finish()
         time.sleep(0.5)
         self._stop.set()
-        for t in self._threads:
-            t.join(5)
+        self._reader.join(5)
+        served = self.poller.served
         rows = []
         for user, t0 in self.t0.items():
-            if all(user in d for d in (self.a1, self.w, self.a2, self.served)):
+            if all(user in d for d in (self.a1, self.w, self.a2, served)):
                 rows.append({"producer": self.a1[user] - t0, "worker": self.w[user] - self.a1[user],
                              "list": self.a2[user] - self.w[user],
-                             "lookup": self.served[user] - self.a2[user],
-                             "total": self.served[user] - t0})
+                             "lookup": served[user] - self.a2[user],
+                             "total": served[user] - t0})
         return rows
 
 

@@ -162,9 +162,12 @@ class Probes:
     """Brand-new users' first lists: ``send`` produces a probe's click, a thread polls the
     lookup API until that user's list is ``source: model`` (or ``timeout`` s pass: inf)."""
 
-    def __init__(self, stack: Stack, timeout: float = PROBE_TIMEOUT_S) -> None:
+    def __init__(self, stack: Stack, timeout: float = PROBE_TIMEOUT_S,
+                 young_s: float = 0.0, young_every_s: float = 0.002) -> None:
         self.stack, self.timeout = stack, timeout
+        self.young_s, self.young_every_s = young_s, young_every_s
         self.pending: dict[str, float] = {}
+        self.served: dict[str, float] = {}            # user -> when first served
         self.latencies: list[float] = []
         self.times: list[tuple[float, float]] = []   # (sent at, latency): when tails happen
         self._lock = threading.Lock()
@@ -176,15 +179,20 @@ class Probes:
         user = f"probe-{uuid.uuid4().hex[:8]}"
         t0 = time.time()  # before the produce: the latency includes the producer's hop
         self.stack.send(user, item)
+        self.add(user, t0)
+
+    def add(self, user: str, t0: float) -> None:
+        """Poll for ``user``'s first model list, sent at ``t0``."""
         with self._lock:
             self.pending[user] = t0
 
     def _poll(self) -> None:
-        """Ask for each pending probe's list again after 10 % of its age (2 ms at least):
-        the latency resolution stays ~10 %, and when lists are seconds late the poller
-        does not flood the lookup (and the 2 cores) with requests. The client is the
-        standard library's keep-alive connection: httpx costs ~1 ms of CPU a request, which
-        at a few hundred polls a second took most of a core from the system under test."""
+        """Ask for each pending probe's list again after 10 % of its age (2 ms at least;
+        every ``young_every_s`` while it is younger than ``young_s``): the latency
+        resolution stays ~10 %, and when lists are seconds late the poller does not flood
+        the lookup (and the 2 cores) with requests. The client is the standard library's
+        keep-alive connection: httpx costs ~1 ms of CPU a request, which at a few hundred
+        polls a second took most of a core from the system under test."""
         conn = http.client.HTTPConnection("127.0.0.1", self.stack.s.http_port, timeout=2)
         due: dict[str, float] = {}
         while not self._stop.is_set() or self.pending:
@@ -206,10 +214,14 @@ class Probes:
                         self.pending.pop(user, None)
                         self.latencies.append(now - t0 if served else float("inf"))
                         self.times.append((t0, self.latencies[-1]))
+                        if served:
+                            self.served[user] = now
                     due.pop(user, None)
+                elif now - t0 < self.young_s:
+                    due[user] = now + self.young_every_s
                 else:
                     due[user] = now + max(0.002, 0.1 * (now - t0))
-            time.sleep(0.001)
+            time.sleep(0.0001 if items and self.young_s else 0.001)
         conn.close()
 
     def finish(self) -> list[float]:
