@@ -15,7 +15,7 @@ probe); for each probe:
 * ``W``: when the worker started building the user's list (the list's ``updated_at``);
 * ``A2``: when the broker appended the list (a reader of ``recommendations`` in this
   process);
-* ``S``: when the lookup API first served it (polled every 0.2 ms while the probe is young).
+* ``S``: when the lookup API first served it (polled every 1 ms while the probe is young).
 
 Hops: producer (A1 - t0: linger and the produce request), worker (W - A1: the fetch, the
 micro-batch's parse, guard, WAL and ``fit_partial``), list (A2 - W: scoring, ranking, the
@@ -67,7 +67,7 @@ class HopProbes:
         self.stack = stack
         extra = {} if linger_ms is None else {"linger.ms": linger_ms}
         self.producer = Producer(producer_config(stack.s, **extra))
-        self.poller = Probes(stack, young_s=0.05, young_every_s=0.0002)
+        self.poller = Probes(stack, young_s=0.05, young_every_s=0.001)
         self.t0: dict[str, float] = {}
         self.a1: dict[str, float] = {}
         self.a2: dict[str, float] = {}

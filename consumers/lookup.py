@@ -19,7 +19,6 @@ import uuid
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
@@ -54,7 +53,7 @@ RESTARTS = Counter("streamrec_lookup_consumer_restarts_total",
 
 METADATA_EVERY_S = 10.0
 """How often the consumer looks for partitions added to its topics."""
-LAG_EVERY_S = 2.0
+LAG_EVERY_S = 1.0
 STALL_S = 15.0
 MAX_BACKOFF_S = 5.0
 """Restarts of a failed consumer back off up to this: a broker that comes back is read from
@@ -114,9 +113,6 @@ class LookupConsumer(threading.Thread):
                                **{"fetch.wait.max.ms": self.settings.fetch_wait_ms,
                                   "fetch.queue.backoff.ms": 1})
         consumer = Consumer(conf)
-        self._admin = AdminClient({**self.settings.kafka_common(),
-                                   "logger": logging.getLogger("librdkafka"),
-                                   "metadata.recovery.strategy": "none"})
         try:
             offsets = {str(k): v for k, v in self.store.offsets().items()}
             self._assign(consumer, offsets)
@@ -203,31 +199,35 @@ class LookupConsumer(threading.Thread):
 
     # ----------------------------------------------------------------- progress
     def _update_lag(self, consumer: Consumer, offsets: dict[str, int]) -> None:
-        """Lag per lists partition from the broker's high watermark (ListOffsets on an admin
-        client of the session: the consumer's cached watermark stops moving when it stops
-        fetching); ready once every partition reached the end it had when the lookup first
-        assigned it. Behind and not moving for ``STALL_S``, with a fresh client seeing the
-        topic's ends past the store, the consumer is stuck (seen after broker restarts:
+        """Lag per lists partition from the high watermark of the last fetch response
+        (librdkafka's cache: no request, so the consumer thread never waits on one); ready
+        once every partition reached the end it had when the lookup first assigned it.
+        The cache stops moving when the consumer stops fetching, so a store that has not
+        moved for ``STALL_S`` asks a fresh client for the topic's ends (at most once per
+        ``STALL_S``): past the store, the consumer is stuck (seen after broker restarts:
         partitions whose leader it no longer knows) and the session starts again."""
         topic = self.settings.topic_recommendations
-        parts = [(topic, p) for p in self.partitions]
-        ends = end_offsets(self.settings, parts, timeout=2, admin=self._admin)
-        if ends is not None:
-            for (_, p), high in ends.items():
-                if high >= 0:
-                    self.lag[p] = max(0, high - offsets.get(str(p), 0))
-                    CONSUMER_LAG.labels(topic, str(p)).set(self.lag[p])
+        for p in self.partitions:
+            try:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                self.lag[p] = max(0, high - offsets.get(str(p), 0))
+                CONSUMER_LAG.labels(topic, str(p)).set(self.lag[p])
         position = sum(offsets.values())
         now = time.monotonic()
-        if position != self._position or (ends is not None and not any(self.lag.values())):
+        if position != self._position:
             self._position, self._moved_at = position, now
         elif now - self._moved_at > STALL_S:
-            fresh = end_offsets(self.settings, parts)   # a second opinion
-            if fresh is not None and any(end > offsets.get(str(p), 0)
-                                         for (_, p), end in fresh.items()):
-                raise ConsumerStalled(f"lists waiting on {topic} and none read for "
-                                      f"{now - self._moved_at:.0f} s")
             self._moved_at = now
+            fresh = end_offsets(self.settings, [(topic, p) for p in self.partitions])
+            if fresh is not None:
+                behind = {p: max(0, end - offsets.get(str(p), 0)) for (_, p), end in fresh.items()}
+                self.lag.update(behind)
+                if any(behind.values()):
+                    raise ConsumerStalled(f"{sum(behind.values())} lists waiting on {topic} "
+                                          f"and none read for {STALL_S:.0f} s")
         if not self.ready.is_set() and all(offsets.get(str(p), 0) >= self._targets.get(p, 0)
                                            for p in self.partitions):
             self.ready.set()

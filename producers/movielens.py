@@ -8,6 +8,7 @@ from pathlib import Path
 
 from producers.events import DeliveryReport, EventProducer, Pacer
 from streamrec.movielens import MovieLens, load_movielens
+from streamrec.kafka import BULK_LINGER_MS
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ def replay_movielens(settings: Settings, path: Path | MovieLens, rate: float | N
     ml = path if isinstance(path, MovieLens) else load_movielens(path)
     start = ml.split_index(skip_fraction)
     stop = len(ml) if limit is None else min(len(ml), start + limit)
-    with EventProducer(settings, event_time=event_time) as producer:
+    with EventProducer(settings, event_time=event_time,
+                       **({} if rate else {"linger.ms": BULK_LINGER_MS})) as producer:
         if metadata:
             for uid, feats in ml.user_features.items():
                 producer.send_user(uid, feats)

@@ -40,6 +40,15 @@ METADATA_REFRESH_MS = 10_000
 """Partitions added to a topic are seen within this (librdkafka's default is 5 minutes)."""
 
 
+LIVE_LINGER_MS = 0
+"""A live event is sent as soon as it is produced: the 2 ms linger we had cost 2 ms of
+every event's freshness (bench/latency_hops.py); under load librdkafka still batches what
+accumulates while requests are in flight."""
+BULK_LINGER_MS = 5
+"""Replays at full speed (``streamrec produce`` without ``--rate``) batch instead: fewer,
+larger produce requests for the broker."""
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Producer settings: murmur2 partitioning (same partition as Java/Faust producers for a
     key, so per-user order holds), small linger for freshness, idempotence for no duplicates."""
@@ -47,7 +56,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         **settings.kafka_common(),
         **LOW_LATENCY,
         "partitioner": "murmur2_random",
-        "linger.ms": 2,
+        "linger.ms": LIVE_LINGER_MS,
         "batch.size": 1_000_000,
         "enable.idempotence": settings.idempotent_producers,
         "compression.type": "none",
