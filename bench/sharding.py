@@ -30,9 +30,9 @@ compacted ``items`` topic read by every shard, would give), and each shard has i
 random stream. Each seed (``--seeds``) bootstraps anew (the 2-thread full fit is not
 deterministic) and seeds the shards' streams; N = 1 and N > 1 of a seed share the bootstrap,
 so their difference is the sharding's. Then the prequential protocol of
-``stream_app/prequential.py`` over the last 10 %: every positive is checked against its user's top 10 from the owning
-shard, then the event goes to that shard (one event per micro-batch, as ``peers.py``'s
-``streamrec B=1``).
+``streamrec_eval/prequential.py`` over the last 10 %: every positive is checked against its
+user's top 10 from the owning shard, then the event goes to that shard (one event per
+micro-batch, as ``peers.py``'s ``streamrec B=1``).
 
 Simulated time: event ``k`` of the test window arrives at ``k / rate`` seconds (``--rate``,
 default 1,000 ev/s in all: the same events per item per second as a 100 M-user service with
@@ -102,18 +102,22 @@ def item_state(engine: Engine) -> dict[str, np.ndarray]:
     return state
 
 
-def merge_item_state(shards: list[Engine], base: dict[str, np.ndarray],
-                     rule: str = "sum") -> tuple[dict[str, np.ndarray], int]:
-    """Merge the shards' item sides into every shard; returns the new base and how many
-    entries the shards changed since ``base`` (summed over shards: what a shard would have
-    to send, as (index, value) pairs, if deltas went through a topic).
+def merge_item_state(shards: list[Engine], base: dict[str, np.ndarray], rule: str = "sum",
+                     keys: set[str] | None = None
+                     ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Merge the shards' item sides into every shard; returns the new base and, per array,
+    how many entries the shards changed since ``base`` (summed over shards: what they would
+    send, as (index, value) pairs, if deltas went through a topic).
 
     ``sum``: base + the sum of every shard's change since ``base``; ``mean``: the mean of
-    the shards' arrays. Every shard's item representations are recomputed afterwards."""
+    the shards' arrays. ``keys``: only these arrays (the others keep their base). Every
+    shard's item representations are recomputed afterwards."""
     states = [item_state(e) for e in shards]
-    merged: dict[str, np.ndarray] = {}
-    changed = 0
+    merged: dict[str, np.ndarray] = dict(base)
+    changed: dict[str, int] = {}
     for key, old in base.items():
+        if keys is not None and key not in keys:
+            continue
         arrays = [s[key] for s in states]
         if any(a.shape != old.shape for a in arrays):
             raise SystemExit(f"{key}: a shard grew its item capacity; the simulation "
@@ -122,7 +126,7 @@ def merge_item_state(shards: list[Engine], base: dict[str, np.ndarray],
         total = old.copy()
         for a in arrays:
             np.subtract(a, old, out=delta)
-            changed += int(np.count_nonzero(delta))
+            changed[key] = changed.get(key, 0) + int(np.count_nonzero(delta))
             if rule == "sum":
                 total += delta
         if rule == "mean":
@@ -141,10 +145,12 @@ class ShardedEngines:
 
     def __init__(self, shards: int, sync_s: float, rate: float = 1000.0, rule: str = "sum",
                  clock: str = "rate", seed: int = 0, stream_seed: int | None = None,
-                 boot: float | None = None, settings: Settings | None = None,
+                 boot: float | None = None, model_sync_s: float | None = None,
+                 settings: Settings | None = None,
                  cache: BootstrapCache | None = None, name: str | None = None) -> None:
         self.n = shards
         self.sync_s = sync_s
+        self.model_sync_s = sync_s if model_sync_s is None else model_sync_s
         self.rate = rate
         self.rule = rule
         self.clock = clock
@@ -159,12 +165,12 @@ class ShardedEngines:
         self.base: dict[str, np.ndarray] = {}
         self.stream: Stream | None = None
         self.start = 0
-        self.next_sync = math.inf
+        self.next_sync = self.next_model_sync = math.inf
         self.recent: deque[int] = deque()
         self.pending: list[int] = []
         self.syncs = 0
         self.merge_s = 0.0
-        self.changed = 0
+        self.changed: dict[str, int] = {}
         self.apply_s = np.zeros(0)
         self.list_s = np.zeros(0)
         self.events = np.zeros(0, np.int64)
@@ -176,6 +182,9 @@ class ShardedEngines:
         stream = self.stream = events.stream
         warm_from = events.stop if self.boot is None else stream.split_index(self.boot)
         boot = self.cache.get(self.settings, stream.events(0, warm_from))
+        # counts sized for every registered item up front (they grow lazily with the items
+        # positives reach, differently per shard): equal shapes to merge, same scores
+        boot.cooc._ensure(boot.model.item_capacity)
         self.owner = np.array([user_partition(u, self.n) for u in stream.user_ids], np.int64)
         self.models = []
         for s in range(self.n):
@@ -189,6 +198,7 @@ class ShardedEngines:
         self.recent = deque(boot.recent_positives, maxlen=boot.recent_positives.maxlen)
         self.start = warm_from
         self.next_sync = self._time(warm_from) + self.sync_s
+        self.next_model_sync = self._time(warm_from) + self.model_sync_s
         self.apply_s, self.list_s = np.zeros(self.n), np.zeros(self.n)
         self.events = np.zeros(self.n, np.int64)
         for k in range(warm_from, events.stop):
@@ -208,10 +218,14 @@ class ShardedEngines:
 
     def update(self, events: Events) -> None:
         k = events.start
-        if self.n > 1 and self._time(k) >= self.next_sync:
-            self.sync()
-            self.next_sync += self.sync_s * max(1, math.floor(
-                (self._time(k) - self.next_sync) / self.sync_s) + 1)
+        t = self._time(k)
+        if self.n > 1 and (t >= self.next_sync or t >= self.next_model_sync):
+            counts, model = t >= self.next_sync, t >= self.next_model_sync
+            self.sync(counts, model)
+            if counts:
+                self.next_sync = _next(self.next_sync, self.sync_s, t)
+            if model:
+                self.next_model_sync = _next(self.next_model_sync, self.model_sync_s, t)
         s = int(self.owner[self.stream.users[k]])
         m = self.models[s]
         t0 = time.process_time()
@@ -222,12 +236,20 @@ class ShardedEngines:
         if m.engine.batch_seq and len(values) and values[-1] > 0:
             self.pending.append(int(items[-1]))
 
-    def sync(self) -> None:
-        """Merge the item sides, and make the fallback every shard's recent positives."""
+    def sync(self, counts: bool = True, model: bool = True) -> None:
+        """Merge the item sides (counts, LightFM's item arrays or both), and with the
+        counts make the fallback every shard's recent positives."""
         t0 = time.process_time()
         engines = [m.engine for m in self.models]
-        self.base, changed = merge_item_state(engines, self.base, self.rule)
-        self.changed += changed
+        keys = {k for k in self.base if (k.startswith("item_") and model)
+                or (not k.startswith("item_") and counts)}
+        self.base, changed = merge_item_state(engines, self.base, self.rule, keys)
+        for key, count in changed.items():
+            self.changed[key] = self.changed.get(key, 0) + count
+        if not counts:
+            self.syncs += 1
+            self.merge_s += time.process_time() - t0
+            return
         self.recent.extend(self.pending)
         self.pending = []
         for e in engines:
@@ -250,10 +272,17 @@ class ShardedEngines:
                 "syncs": self.syncs,
                 "merge_ms_per_sync": round(1e3 * self.merge_s / max(1, self.syncs), 2),
                 "changed_entries_per_shard_per_sync": round(
-                    self.changed / max(1, self.syncs * self.n)),
+                    sum(self.changed.values()) / max(1, self.syncs * self.n)),
+                "changed_per_shard_per_sync_by_array": {
+                    k: round(v / max(1, self.syncs * self.n)) for k, v in self.changed.items()},
                 "merge_share_of_cpu": round(self.merge_s / max(1e-9, self.merge_s +
                                                                 self.apply_s.sum() +
                                                                 self.list_s.sum()), 4)}
+
+
+def _next(due: float, period: float, now: float) -> float:
+    """The first multiple of ``period`` after ``due`` that is later than ``now``."""
+    return due + period * max(1, math.floor((now - due) / period) + 1)
 
 
 # --------------------------------------------------------------------------- running
@@ -270,8 +299,8 @@ def paired_loss(base: np.ndarray, other: np.ndarray, draws: int = 2000,
 
 def run_grid(stream: Stream, shards: list[int], syncs: list[float], seeds: list[int],
              rate: float, rule: str, clock: str, cache: BootstrapCache,
-             progress: bool, noise: bool = True, boot: float | None = None
-             ) -> list[dict[str, Any]]:
+             progress: bool, noise: bool = True, boot: float | None = None,
+             model_sync: float | None = None) -> list[dict[str, Any]]:
     """One row per (seed, N, sync); N = 1 once per seed (it never syncs), and with
     ``noise`` N = 1 again with other random streams on the same bootstrap: the loss that
     training noise alone shows (row ``shards`` 0)."""
@@ -283,10 +312,11 @@ def run_grid(stream: Stream, shards: list[int], syncs: list[float], seeds: list[
             [(n, sync_s, seed) for n in shards if n > 1 for sync_s in syncs]
         for n, sync_s, stream_seed in configs:
             model = ShardedEngines(max(1, n), sync_s, rate, rule, clock, seed, stream_seed,
-                                   boot, cache=cache)
+                                   boot, model_sync, cache=cache)
             t0 = time.perf_counter()
             res = run_prequential(model, stream, progress=progress)
-            row = {"seed": seed, "shards": n, "sync_s": sync_s, "rule": rule,
+            label = rule if model_sync is None else f"{rule}, model every {model_sync:g} s"
+            row = {"seed": seed, "shards": n, "sync_s": sync_s, "rule": label,
                    "clock": clock if boot is None else f"{clock}, boot {boot:g}",
                    "rate": rate,
                    "events_between_syncs": (rate * sync_s if clock == "rate" else None),
@@ -348,26 +378,27 @@ def print_summary(summary: list[dict[str, Any]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
-def decide(summary: list[dict[str, Any]], clock: str = "rate") -> dict[str, Any]:
-    key = [s for s in summary if s["rule"] == "sum" and s["clock"] == clock
+def decide(summary: list[dict[str, Any]], clock: str = "rate", rule: str = "sum"
+           ) -> dict[str, Any]:
+    key = [s for s in summary if s["rule"] == rule and s["clock"] == clock
            and s["shards"] == DECISION["shards"] and s["sync_s"] == DECISION["sync_s"]]
     if not key:
         return {"decided": False}
     s = key[0]
-    noise = [r for r in summary if r["rule"] == "sum" and r["clock"] == clock
+    noise = [r for r in summary if r["rule"] == rule and r["clock"] == clock
              and r["shards"] == 0]
     return {"decided": True, **DECISION, "loss": s["loss"], "losses": s["losses"],
             "ci": [s["loss_lo"], s["loss_hi"]], "build": s["loss"] < DECISION["max_loss"],
             "noise_losses": noise[0]["losses"] if noise else None}
 
 
-def plot(summary: list[dict[str, Any]], path: Path, rate: float, clock: str = "rate"
-         ) -> None:
+def plot(summary: list[dict[str, Any]], path: Path, rate: float, clock: str = "rate",
+         rule: str = "sum") -> None:
     from streamrec_eval.plots import new_figure
 
     fig = new_figure(figsize=(7, 4.2))
     ax = fig.add_subplot()
-    rate_rows = [s for s in summary if s["clock"] == clock and s["rule"] == "sum"]
+    rate_rows = [s for s in summary if s["clock"] == clock and s["rule"] == rule]
     one = [s for s in rate_rows if s["shards"] == 1]
     finite = sorted({s["sync_s"] for s in rate_rows if math.isfinite(s["sync_s"])})
     never_x = (max(finite) * 10) if finite else 100.0
@@ -420,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boot", type=float, default=None,
                    help="bootstrap on this fraction only and stream the rest up to the "
                         "split through the shards first (a long sharded run)")
+    p.add_argument("--model-sync", type=float, default=None,
+                   help="LightFM's item arrays merged at this period instead of --sync "
+                        "(counts and the fallback keep --sync)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -427,8 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     cache = BootstrapCache()
     t0 = time.perf_counter()
     rows = run_grid(stream, args.shards, args.sync, args.seeds, args.rate, "sum", "rate",
-                    cache, not args.no_progress, boot=args.boot)
-    if args.key_seeds and args.boot is None:
+                    cache, not args.no_progress, boot=args.boot, model_sync=args.model_sync)
+    if args.key_seeds and args.boot is None and args.model_sync is None:
         rows += run_grid(stream, [DECISION["shards"]], [DECISION["sync_s"]], args.key_seeds,
                          args.rate, "sum", "rate", cache, not args.no_progress)
     if args.mean_check:
@@ -443,7 +477,10 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(summary)
     clock = "rate" if args.boot is None else f"rate, boot {args.boot:g}"
     name = "sharding" if args.boot is None else f"sharding-boot{args.boot:g}"
-    decision = decide(summary, clock)
+    if args.model_sync is not None:
+        name += f"-model{args.model_sync:g}"
+    rule = "sum" if args.model_sync is None else f"sum, model every {args.model_sync:g} s"
+    decision = decide(summary, clock, rule)
     if decision.get("decided"):
         print(f"\ndecision: loss at N = 4, sync 1 s = {decision['loss']:+.4f} hit@10 "
               f"(seeds {decision['losses']}; 95 % CI {decision['ci']}; one engine with "
@@ -458,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                         "seconds": round(time.perf_counter() - t0)},
            "decision": decision, "summary": summary, "runs": rows}
     (args.out / f"{name}.json").write_text(json.dumps(_finite(doc), indent=1, default=str))
-    plot(summary, args.out / f"{name}.png", args.rate, clock)
+    plot(summary, args.out / f"{name}.png", args.rate, clock, rule)
     print(f"wrote {args.out / (name + '.json')} and {args.out / (name + '.png')}")
     return 0
 
