@@ -27,6 +27,7 @@ from stream_app.health import serve_health
 from stream_app.worker import Worker
 from streamrec.errors import BrokerUnavailable, StreamrecError
 from streamrec.kafka import is_transient, ssl_context
+from streamrec.replay import Record
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ def _add_agent(app: faust.App, settings: Settings, worker: Worker, recorded) -> 
         metrics.READY.set(1)
         async for events in stream.take_events(settings.max_batch,
                                                within=settings.batch_window_s):
-            records = [(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+            records = [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
                        for m in (e.message for e in events)]
             worker.handle(records, backlog=len(records) >= settings.max_batch)
 
