@@ -224,9 +224,11 @@ def account(s: Settings, stream: Stream) -> Account:
     return Account(produced, engine.n_applied, len(lost), doubled, lost[:5])
 
 
-def lists_check(s: Settings, stream: Stream) -> list[str]:
+def lists_check(s: Settings, stream: Stream, within_s: float = 30.0) -> list[str]:
     """Users whose served list is not the newest published one, or predates their last
-    event; empty when every touched user's latest list reached the lookup."""
+    event, ``within_s`` after the check began (the lookup may still be reading the last
+    lists: its lag gauge only knows the ends of the fetches it has had); empty when every
+    touched user's latest list reached the lookup."""
     newest: dict[str, dict] = {}
     for chunk in read_topics(s, [s.topic_recommendations]):
         for _, _, _, key, value, _ in chunk:
@@ -236,15 +238,21 @@ def lists_check(s: Settings, stream: Stream) -> list[str]:
             k = key.decode()
             if k not in newest or doc["updated_at"] >= newest[k]["updated_at"]:
                 newest[k] = doc
-    bad = []
+    users = list(stream.last_sent.items())
+    deadline = time.monotonic() + within_s
     with httpx.Client(base_url=f"http://127.0.0.1:{s.http_port}", timeout=5) as client:
-        for user, sent_at in stream.last_sent.items():
-            served = client.get(f"/recommendations/{user}").json()
-            top = newest.get(user)
-            if top is None or served["updated_at"] != top["updated_at"] or \
-                    top["updated_at"] < sent_at:
-                bad.append(user)
-    return bad
+        while True:
+            bad = []
+            for user, sent_at in users:
+                served = client.get(f"/recommendations/{user}").json()
+                top = newest.get(user)
+                if top is None or served["updated_at"] != top["updated_at"] or \
+                        top["updated_at"] < sent_at:
+                    bad.append((user, sent_at))
+            if not bad or time.monotonic() > deadline:
+                return [user for user, _ in bad]
+            users = bad
+            time.sleep(0.5)
 
 
 def reads_summary(reader: Reader, exempt: list[tuple[float, float]]) -> dict:
