@@ -377,6 +377,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--rate", type=float, default=2000)
     ap.add_argument("--no-kill", dest="kill", action="store_false")
+    ap.add_argument("--name", default="lookup_scale",
+                    help="results file bench/results/NAME.json (a partial re-run: another name)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench/lookup_scale.py needs 'wrk': apt-get install -y wrk")
@@ -413,7 +415,7 @@ def main() -> None:
             print(f"partitioned x{r['replicas']}, kill -9: {r['kill']}")
         if "restart" in r:
             print(f"replica x{r['replicas']}: restart {r['restart']}; new {r['new_replica']}")
-    path = write_results("lookup_scale", {"args": vars(args), "results": results})
+    path = write_results(args.name, {"args": vars(args), "results": results})
     print(f"wrote {path}")
 
 
