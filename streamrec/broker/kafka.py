@@ -264,7 +264,7 @@ class KafkaBroker(BrokerProcess):
             "auto.create.topics.enable": "true",
             # small and quick, so compaction shows up within seconds in tests
             "log.segment.bytes": str(16 * 1024 * 1024),
-            "log.cleaner.backoff.ms": "1000",
+            "log.cleaner.backoff.ms": "5000",
             "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
             # 2 cores, small heap: fewer threads than the defaults (3 network, 8 io)
             "num.network.threads": "2",
