@@ -81,10 +81,10 @@ class Stack:
              == 200, 60, "lookup")
         wait(lambda: "streamrec_worker_ready 1.0" in httpx.get(
             f"http://127.0.0.1:{self.s.worker_metrics_port}/metrics").text, 90, "worker")
-        # An app's producer as EventProducer configures it (linger 0 since 2026-12-05: the
-        # 2-5 ms of linger were the first hop of every event's freshness; at 1,000 ev/s the
-        # broker's produce requests cost more CPU, docs/benchmarks.md)
-        self.producer = Producer(producer_config(self.s))
+        # An app's producer with librdkafka's default linger (5 ms): 1 ms made the broker spend
+        # 4x the CPU on produce requests (38 % against 8 % of a core at 3,000 ev/s), and 0
+        # gave the worker micro-batches of one event at 1,000 ev/s (docs/benchmarks.md).
+        self.producer = Producer(producer_config(self.s, **{"linger.ms": 5}))
         self.sent = 0  # records produced to interactions (the no-op agent skips by count)
 
     def send(self, user: str, item: str) -> None:

@@ -40,10 +40,11 @@ METADATA_REFRESH_MS = 10_000
 """Partitions added to a topic are seen within this (librdkafka's default is 5 minutes)."""
 
 
-LIVE_LINGER_MS = 0
-"""A live event is sent as soon as it is produced: the 2 ms linger we had cost 2 ms of
-every event's freshness (bench/latency_hops.py); under load librdkafka still batches what
-accumulates while requests are in flight."""
+LIVE_LINGER_MS = 2
+"""Live events wait at most 2 ms for company. 0 sends each at once: 2 ms fresher at 100
+events/s, but at 1,000 events/s every record became its own produce request and its own
+fetch response, so the worker met micro-batches of one event and ran behind (freshness
+p50 43 ms against 10-14 ms; bench/pipeline.py, bench/latency_hops.py, 2026-12-05)."""
 BULK_LINGER_MS = 5
 """Replays at full speed (``streamrec produce`` without ``--rate``) batch instead: fewer,
 larger produce requests for the broker."""
