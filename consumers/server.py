@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import sys
 
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -80,6 +81,7 @@ def serve(app, settings: Settings) -> None:
     import uvicorn
 
     _raise_open_files_limit()
+    sys.setswitchinterval(settings.gil_switch_ms / 1000)   # the consumer thread yields sooner
     protocol = type("LookupHttpProtocol", (HeaderTimeoutProtocol,),
                     {"header_timeout_s": settings.http_header_timeout_s})
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, http=protocol,

@@ -16,6 +16,7 @@ import asyncio
 import functools
 import gc
 import logging
+import sys
 from pathlib import Path
 
 import faust
@@ -207,6 +208,7 @@ def run_worker(settings: Settings, progress: bool = True, loglevel: str = "INFO"
                         settings.kafka_common(), what="worker")
         ensure_topics(settings)
         threadpool_limits(settings.blas_threads, user_api="blas")
+        sys.setswitchinterval(settings.gil_switch_ms / 1000)   # see Settings.gil_switch_ms
         _start(worker, settings)
         # What start() built (model, registries, per-user state) lives as long as the
         # worker: move it out of the collector's way, so full collections stay short.

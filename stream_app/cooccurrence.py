@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from stream_app.sparsecounts import SparseCounts
-from stream_app.transitions import TransitionCounts, gaps_of
+from stream_app.transitions import DENSE_PRODUCT_USERS, TransitionCounts, gaps_of
 from stream_app.useritems import UserItems
 
 _CHUNK = 65_536
@@ -234,6 +234,10 @@ class CooccurrenceIndex:
                 return prod
             out = np.zeros((len(users), n), np.float32)
             out[:, :m] = prod[:, :m]
+            return out
+        if not sparse and len(users) <= DENSE_PRODUCT_USERS:
+            out = np.zeros((len(users), n), np.float32)
+            out[:, :m] = self._rows.times_dense(owner, src, w, len(users), m) * inv_cand[:m]
             return out
         prod = self._rows.times(owner, src, w, len(users))
         prod.data *= inv_cand[prod.indices]

@@ -34,6 +34,11 @@ from stream_app.sparsecounts import SparseCounts
 from stream_app.useritems import UserItems
 
 
+DENSE_PRODUCT_USERS = 16
+"""Up to this many users, sparse counts score into a dense array directly
+(:meth:`SparseCounts.times_dense`: a live micro-batch's lists), beyond it through scipy."""
+
+
 class TransitionCounts:
     """``T[a, b]``: how strongly ``b`` followed ``a`` in users' positives (see module)."""
 
@@ -143,6 +148,10 @@ class TransitionCounts:
             prod = wm @ self.dense
             out = np.zeros((len(users), n_items), np.float32)
             out[:, :m] = prod[:, :m]
+            return out
+        if not sparse and len(users) <= DENSE_PRODUCT_USERS:
+            out = np.zeros((len(users), n_items), np.float32)
+            out[:, :m] = self.rows.times_dense(owner, src, w, len(users), m)
             return out
         prod = self.rows.times(owner, src, w, len(users))
         if sparse:

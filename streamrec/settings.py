@@ -335,6 +335,10 @@ class Settings(BaseSettings):
     http_keepalive_s: float = Field(5.0, gt=0, description="lookup API: idle keep-alive "
                                     "connections are closed after this")
     default_n: int = 10
+    gil_switch_ms: float = Field(
+        1.0, gt=0, description="worker and lookup: how long a Python thread may hold the "
+        "interpreter lock before another gets it (sys.setswitchinterval; Python's default "
+        "5 ms made the lookup's consumer thread the whole p99 of an HTTP answer)")
     lookup_commit_group: str = Field(
         "", description="if set, the lookup commits its positions on recommendations under "
         "this consumer group (it never joins it), so standard lag tools see how far behind "

@@ -40,14 +40,16 @@ def _all_pairs(idx: CooccurrenceIndex) -> dict[tuple[int, int], int]:
 
 
 @pytest.mark.parametrize("window", [1, 5, None])
-@pytest.mark.parametrize("dense_max,hot_len", [(10_000, 0), (0, 0), (0, 3)])
-def test_batched_add_equals_adding_positives_one_by_one(window, dense_max, hot_len):
+@pytest.mark.parametrize("dense_max,hot_len,tail_max", [(10_000, 0, 0), (0, 0, 0), (0, 3, 0),
+                                                        (0, 3, 64), (0, 0, 100_000)])
+def test_batched_add_equals_adding_positives_one_by_one(window, dense_max, hot_len, tail_max):
     u, i = _stream(seed=window or 0)
     hist, counts, pairs = _one_by_one(u.tolist(), i.tolist(), window)
     idx = CooccurrenceIndex(pair_window=window, capacity=8, dense_max=dense_max,
                             max_neighbours=10_000, merge_min=300)  # merges, no pruning
     if idx.sparse:
         idx.sparse_counts.hot_len = hot_len           # 3: rows are merged early all the time
+        idx.sparse_counts.tail_max = tail_max         # 100 k: every pair stays in the tail
     rng = np.random.default_rng(7)
     k = 0
     while k < len(u):                                   # uneven micro-batches
@@ -75,13 +77,14 @@ def test_order_within_a_batch_and_repeats_count_once():
     assert idx.pair(4, 3) == 1 and idx.pair(4, 1) == 1 and idx.counts[4] == 2
 
 
-@pytest.mark.parametrize("hot_len", [0, 3])
-def test_sparse_scores_count_pending_deltas_and_match_after_a_merge(hot_len):
+@pytest.mark.parametrize("hot_len,tail_max", [(0, 0), (3, 0), (3, 64)])
+def test_sparse_scores_count_pending_deltas_and_match_after_a_merge(hot_len, tail_max):
     u, i = _stream(seed=2)
     dense = CooccurrenceIndex(pair_window=20, capacity=128, dense_max=10_000)
     sparse = CooccurrenceIndex(pair_window=20, capacity=128, dense_max=0,
                                max_neighbours=10_000, merge_min=10**9)   # no full merge
     sparse.sparse_counts.hot_len = hot_len               # 3: early merges into the overlay
+    sparse.sparse_counts.tail_max = tail_max             # 64: some pairs wait in the tail
     dense.add(u, i)
     for k in range(0, len(u), 100):
         sparse.add(u[k:k + 100], i[k:k + 100])
@@ -89,6 +92,11 @@ def test_sparse_scores_count_pending_deltas_and_match_after_a_merge(hot_len):
     assert sc.base.nnz == 0 and sc.pending_nnz > 0 and (sc.overlay.nnz > 0) == (hot_len > 0)
     users = np.arange(52)
     np.testing.assert_allclose(sparse.scores(users, 130), dense.scores(users, 130), rtol=1e-5)
+    for user in range(5):     # one user: the dense product path (times_dense)
+        np.testing.assert_allclose(sparse.scores([user], 130), dense.scores([user], 130),
+                                   rtol=1e-5)
+    np.testing.assert_allclose(sparse.scores_sparse(users, 128).toarray(),
+                               dense.scores(users, 128), rtol=1e-5)
     sparse.sparse_counts.merge()
     assert sparse.sparse_counts.pending_nnz == 0
     np.testing.assert_allclose(sparse.scores(users, 130), dense.scores(users, 130), rtol=1e-5)
