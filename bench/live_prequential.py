@@ -69,6 +69,8 @@ def scrape(worker_url: str, lookup_url: str) -> dict[str, float | None]:
             "mean_batch_ms": 1000 * total("streamrec_worker_batch_seconds", "_sum") / batches,
             "ingest_delay_ms_p50": histogram_quantile(ingest, 0.5),
             "ingest_delay_ms_p90": histogram_quantile(ingest, 0.9),
+            "quarantined": sum(x.value for x in worker.get("streamrec_worker_quarantined", [])
+                               if x.name.endswith("_total")),
             "list_delay_ms_p50": histogram_quantile(lists, 0.5),
             "list_delay_ms_p90": histogram_quantile(lists, 0.9)}
 
@@ -167,6 +169,7 @@ def main() -> None:
                     help="with --peers: skip the slow per-event LightFM peer")
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                     help="worker settings, e.g. epochs_per_batch=5")
+    ap.add_argument("--tag", default="", help="results file suffix, e.g. guard-off-50")
     args = ap.parse_args()
     ml = synthetic_movielens(args.synthetic) if args.synthetic is not None else \
         load_movielens(find_movielens(args.data))
@@ -181,7 +184,7 @@ def main() -> None:
     print({k: v for k, v in live.items() if k.startswith(("stale", "list_age", "missing", "worker"))})
     rows = [["streamrec live pipeline", live["hit_at_10"], live["hit_new_users"],
              live["hit_returning_users"], live["coverage"]]]
-    results = {"live": live, "settings": overrides}
+    results = {"live": live, "settings": overrides, "args": vars(args) | {"data": str(args.data)}}
     if args.peers:
         from bench.peers import run_peers
         from streamrec_eval.stream import Stream
@@ -194,6 +197,7 @@ def main() -> None:
         results["in_process"] = summaries
     print_table(["model", "hit@10", "new users", "returning", "coverage"], rows)
     name = "live_prequential" if args.synthetic is None else "live_prequential_synthetic"
+    name += f"-{args.tag}" if args.tag else ""
     print(f"wrote {write_results(name, results)}")
 
 

@@ -133,7 +133,8 @@ class SparseCounts:
             return
         w = np.ones(len(rows), np.float32) if weights is None else \
             np.asarray(weights, np.float32)
-        self._tail.append((np.asarray(rows, np.int64), np.asarray(cols, np.int64), w))
+        self._tail.append((np.array(rows, np.int64), np.array(cols, np.int64),
+                           np.array(w, np.float32)))   # copies: callers may reuse theirs
         self._tail_n += len(rows)
         self._tail_arrays = None
         if self._tail_n > self.tail_max:
