@@ -232,6 +232,8 @@ class _Window:
         b = self.bucket(t)
         if b != self.evicted_at:
             self.evict(b)
+        if len(keys) == 1:
+            return self._add_one(keys[0], int(n[0]), b, lo, hi)
         s = self.slots(keys)
         j = b % self.n
         stale = s[self.stamps[s, j] != b]
@@ -247,6 +249,28 @@ class _Window:
             self.lo[s, j] = np.minimum(self.lo[s, j], lo)
             self.hi[s, j] = np.maximum(self.hi[s, j], hi)
         return s, self.totals(s, b)
+
+    def _add_one(self, key: str, n: int, b: int, lo: np.ndarray | None,
+                 hi: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`add` of one key with scalar indexing (a one-event batch's usual call):
+        the same cells, in ~a fifth of the time of the vectorised path."""
+        s = self.index.get(key)
+        if s is None:
+            s = int(self.slots([key])[0])
+        j = b % self.n
+        if self.stamps[s, j] != b:
+            self.counts[s, j] = 0
+            if self.track_span:
+                self.lo[s, j] = np.inf
+                self.hi[s, j] = -np.inf
+        self.stamps[s, j] = b
+        self.counts[s, j] += n
+        self.last[s] = b
+        if self.track_span and lo is not None:
+            self.lo[s, j] = min(self.lo[s, j], float(lo[0]))
+            self.hi[s, j] = max(self.hi[s, j], float(hi[0]))
+        total = int(self.counts[s][self.stamps[s] > b - self.n].sum())
+        return np.array([s]), np.array([total])
 
     def totals(self, s: np.ndarray, b: int) -> np.ndarray:
         return np.where(self.stamps[s] > b - self.n, self.counts[s], 0).sum(axis=1)
@@ -400,9 +424,12 @@ class Guard:
                      else np.asarray(history_sizes, np.int64)[idx])
             grown = prior + _running_count(users, hist)   # history size after each event
             step = np.zeros(len(idx), bool)   # a new step wherever any window's bucket changes
-            for bucket_s in {w.bucket_s for w in self.windows.values()}:
-                step[1:] |= np.diff(np.floor(ts / bucket_s)) != 0
-            for seg in np.split(np.arange(len(idx)), np.flatnonzero(step)):
+            if len(idx) > 1:
+                for bucket_s in {w.bucket_s for w in self.windows.values()}:
+                    step[1:] |= np.diff(np.floor(ts / bucket_s)) != 0
+            segments = np.split(np.arange(len(idx)), np.flatnonzero(step)) if step.any() \
+                else (np.arange(len(idx)),)
+            for seg in segments:
                 codes[idx[seg]] = self._step(users[seg], items[seg], actions[seg], claimed[seg],
                                              known[seg], float(ts[seg[-1]]), hist[seg],
                                              grown[seg])
@@ -420,11 +447,9 @@ class Guard:
               grown: np.ndarray) -> np.ndarray:
         """Count events that share every window's bucket, apply the rules, return codes."""
         w = self.windows
-        uu, ufirst, uinv, ucnt = np.unique(users, return_index=True, return_inverse=True,
-                                           return_counts=True)
-        ii, iinv, icnt = np.unique(items, return_inverse=True, return_counts=True)
-        aa, afirst, ainv, acnt = np.unique(actions, return_index=True, return_inverse=True,
-                                           return_counts=True)
+        uu, ufirst, uinv, ucnt = _unique(users)
+        ii, _, iinv, icnt = _unique(items)
+        aa, afirst, ainv, acnt = _unique(actions)
         _, a_tot = w["actions"].add(aa.tolist(), acnt, now)
         i_keys = ii.tolist()
         _, i_tot = w["items"].add(i_keys, icnt, now)
@@ -523,11 +548,11 @@ class Guard:
                      now: float) -> None:
         """The burst detector: items hit by brand-new users, by share or by repetition."""
         cfg, w = self.config, self.windows
-        ni, ncnt = np.unique(new_items, return_counts=True)
+        ni, _, _, ncnt = _unique(new_items)
         keys = ni.tolist()
         _, recent = w["item_new_recent"].add(keys, ncnt, now)
         _, longer = w["item_new"].add(keys, ncnt, now)
-        fi, fcnt = np.unique(first_items, return_counts=True)
+        fi, _, _, fcnt = _unique(first_items)
         firsts = np.zeros(len(ni), np.int64)           # first_items is a subset of new_items
         firsts[np.searchsorted(ni, fi)] = fcnt
         _, distinct = w["item_new_actions"].add(keys, firsts, now)
@@ -695,9 +720,24 @@ class Guard:
         return g
 
 
+_ONE = np.zeros(1, np.int64)
+_ONE.setflags(write=False)
+
+
+def _unique(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(a, return_index, return_inverse, return_counts)``, at once for one
+    element: a live micro-batch is usually one event, and the guard asks for six of these
+    per batch (~20 us each in numpy's general path)."""
+    if len(a) == 1:
+        return a, _ONE, _ONE, _ONE + 1
+    return np.unique(a, return_index=True, return_inverse=True, return_counts=True)
+
+
 def _running_count(keys: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per position, how many ``mask`` positions of the same key there are up to and
     including it (0 where ``mask`` is False)."""
+    if len(keys) == 1:
+        return mask.astype(np.int64)
     out = np.zeros(len(keys), np.int64)
     if not mask.any():
         return out
