@@ -1,6 +1,7 @@
 """What the transition index costs: per event in the engine, and at 100 k items.
 
     python bench/transition_cost.py [--positives 2000000] [--repeats 3]
+    python bench/transition_cost.py --synthetic 7     # part 1 on the power-user stream
 
 1. **Engine per event, ML-100K** (in-process, one BLAS and one LightFM thread): an engine
    bootstrapped on the first 90 %, then each of the last 10 % events applied alone
@@ -43,12 +44,17 @@ from stream_app.cooccurrence import CooccurrenceIndex  # noqa: E402
 from streamrec.settings import Settings  # noqa: E402
 
 
-def engine_costs(repeats: int) -> dict:
+def engine_costs(repeats: int, synthetic: int | None = None) -> dict:
     from streamrec_eval.adapters import bootstrap_engine, engine_settings
     from streamrec_eval.stream import Stream
     from streamrec.movielens import find_movielens, load_movielens
 
-    st = Stream.from_movielens(load_movielens(find_movielens(download=False)))
+    if synthetic is not None:   # the power-user stream: 10 k items, sparse transitions
+        from bench.live_prequential import synthetic_movielens
+        ml = synthetic_movielens(synthetic)
+    else:
+        ml = load_movielens(find_movielens(download=False))
+    st = Stream.from_movielens(ml)
     lo = st.split_index(0.9)
     events = st.events(lo, len(st)).interactions()
     configs = {"transitions off": {"trans_window": 0, "trans_weight": 0.0},
@@ -132,12 +138,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-engine", action="store_true")
+    ap.add_argument("--synthetic", type=int, default=None, metavar="SEED",
+                    help="part 1 only, on the power-user stream of this seed (10 k items: "
+                    "sparse transition counts) instead of ML-100K; writes "
+                    "transition_cost-synthetic.json")
     args = ap.parse_args()
-    eng = {} if args.skip_engine else engine_costs(args.repeats)
-    scale = counts_at_scale(args.positives, args.users, args.items, args.batch, args.seed)
+    eng = {} if args.skip_engine else engine_costs(args.repeats, args.synthetic)
+    data = "ML-100K" if args.synthetic is None else "power-user stream"
     if eng:
-        print_table(["ML-100K, per event", "update us", "list us", "counts MB"],
+        print_table([f"{data}, per event", "update us", "list us", "counts MB"],
                     [[k, v["update_us"], v["list_us"], v["counts_mb"]] for k, v in eng.items()])
+    if args.synthetic is not None:
+        print(f"wrote {write_results('transition_cost-synthetic', {'engine': eng})}")
+        return
+    scale = counts_at_scale(args.positives, args.users, args.items, args.batch, args.seed)
     print_table(["100 k items", "add us/positive", "cooc score us/user",
                  "transition score us/user", "cooc MB", "transitions MB", "RSS growth MB"],
                 [[k, v["add_us_per_positive"], v["score_us_per_user"]["cooc"],
