@@ -234,7 +234,11 @@ class _Window:
             self.evict(b)
         if len(keys) == 1:
             return self._add_one(keys[0], int(n[0]), b, lo, hi)
-        s = self.slots(keys)
+        return self._add_many(self.slots(keys), n, b, lo, hi)
+
+    def _add_many(self, s: np.ndarray, n: np.ndarray, b: int, lo: np.ndarray | None,
+                  hi: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`add` on distinct slots ``s`` at bucket ``b``, vectorised."""
         j = b % self.n
         stale = s[self.stamps[s, j] != b]
         if len(stale):

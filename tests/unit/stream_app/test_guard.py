@@ -393,21 +393,7 @@ def test_one_event_batches_decide_as_the_general_path(monkeypatch):
         return np.unique(a, return_index=True, return_inverse=True, return_counts=True)
 
     def general_add_one(self, key, n, b, lo, hi):
-        s = self.slots([key])
-        j = b % self.n
-        stale = s[self.stamps[s, j] != b]
-        if len(stale):
-            self.counts[stale, j] = 0
-            if self.track_span:
-                self.lo[stale, j] = np.inf
-                self.hi[stale, j] = -np.inf
-        self.stamps[s, j] = b
-        self.counts[s, j] += n
-        self.last[s] = b
-        if self.track_span and lo is not None:
-            self.lo[s, j] = np.minimum(self.lo[s, j], lo)
-            self.hi[s, j] = np.maximum(self.hi[s, j], hi)
-        return s, self.totals(s, b)
+        return self._add_many(self.slots([key]), np.array([n]), b, lo, hi)
 
     monkeypatch.setattr(guard_mod, "_unique", general_unique)
     monkeypatch.setattr(guard_mod._Window, "_add_one", general_add_one)
