@@ -60,6 +60,16 @@ MAX_BACKOFF_S = 5.0
 within seconds."""
 
 
+def from_end(consumer: Consumer, topic: str, parts: list[int]) -> list[TopicPartition]:
+    """``topic``'s partitions ``parts`` positioned at their current end (the seen filter
+    reads events from now on; lists published later already exclude older ones)."""
+    out = []
+    for p in parts:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+        out.append(TopicPartition(topic, p, max(high, 0)))
+    return out
+
+
 class ConsumerStalled(RuntimeError):
     """The consumer is assigned and behind, yet reads nothing: start it again."""
 
@@ -170,13 +180,8 @@ class LookupConsumer(threading.Thread):
         on matter (lists published later already exclude older ones)."""
         if self.seen is None:
             return []
-        events = self.settings.topic_interactions
         self._event_parts |= set(parts)
-        out = []
-        for p in parts:
-            _, high = consumer.get_watermark_offsets(TopicPartition(events, p), timeout=5)
-            out.append(TopicPartition(events, p, max(high, 0)))
-        return out
+        return from_end(consumer, self.settings.topic_interactions, parts)
 
     def _add_new_partitions(self, consumer: Consumer, offsets: dict[str, int]) -> None:
         """Partitions added to the topics since the assignment: read lists from their

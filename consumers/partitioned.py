@@ -64,7 +64,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import Receive, Scope, Send
 
 from consumers.forward import FORWARDED, Forwarder
-from consumers.lookup import LAG_EVERY_S, RESTARTS, LookupConsumer
+from consumers.lookup import LAG_EVERY_S, RESTARTS, LookupConsumer, from_end
 from consumers.lookup import READY as READY_GAUGE
 from consumers.partitioner import partition_of, user_partition
 from consumers.store import ListStore
@@ -524,13 +524,8 @@ class SideReader(threading.Thread):
     def _event_tps(self, consumer: Consumer, parts: list[int]) -> list[TopicPartition]:
         if self.lookup.seen is None:
             return []
-        events = self.settings.topic_interactions
         self._event_parts |= set(parts)
-        out = []
-        for p in parts:
-            _, high = consumer.get_watermark_offsets(TopicPartition(events, p), timeout=5)
-            out.append(TopicPartition(events, p, max(high, 0)))
-        return out
+        return from_end(consumer, self.settings.topic_interactions, parts)
 
     def _widen_fallback_search(self, consumer: Consumer) -> None:
         """The tail of the fallback's partition did not hold it: read the partition from
