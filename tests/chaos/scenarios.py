@@ -82,7 +82,11 @@ def run(name: str, broker: KafkaBroker, work: Path, faults: Callable[[Ctx], None
     ctx = Ctx(s, broker, stack, stream, work, long, random.Random(name))
     stack.start_lookup()
     stack.start_worker()
-    wait_for(lambda: worker_ready(s), WORKER_START_S, "the worker to stream")
+    try:
+        wait_for(lambda: worker_ready(s), WORKER_START_S, "the worker to stream")
+    except AssertionError:
+        stack.stop()        # no process outlives a scenario that could not start
+        raise
     reader = Reader(s.http_port)
     try:
         stream.start()
