@@ -248,26 +248,32 @@ class SparseCounts:
             out.append((m, start, np.where(alive, m.indptr[items + 1] - start, 0)))
         return out
 
+    def _tail_for(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(index into ``items``, column, count) of the tail's pairs in their rows, oldest
+        first. ``items`` must be distinct."""
+        t_rows, t_cols, t_w = self._tail_entries()
+        if not len(t_rows) or not len(items):
+            return t_rows[:0], t_cols[:0], t_w[:0]
+        order = np.argsort(items, kind="stable")
+        sorted_items = items[order]
+        pos = np.minimum(np.searchsorted(sorted_items, t_rows), len(items) - 1)
+        hit = sorted_items[pos] == t_rows
+        return order[pos[hit]], t_cols[hit], t_w[hit]
+
     def _gather(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(index into ``items``, column, count) of every live entry of their rows, the
-        tail's included (a row may then repeat a column: counts add up)."""
+        tail's included (a row may then repeat a column: counts add up). ``items`` must be
+        distinct."""
         items = np.asarray(items, np.int64)
         parts = self._sources(items)
         local = [np.repeat(np.arange(len(items)), n) for _, _, n in parts]
         cols = [m.indices[ranges(s, n)].astype(np.int64) for m, s, n in parts]
         vals = [m.data[ranges(s, n)] for m, s, n in parts]
         if self._tail_n:
-            t_rows, t_cols, t_w = self._tail_entries()
-            order = np.argsort(items, kind="stable")
-            sorted_items = items[order]
-            pos = np.minimum(np.searchsorted(sorted_items, t_rows), len(items) - 1)
-            hit = sorted_items[pos] == t_rows
-            if hit.any():
-                # an item asked twice gets its tail entries once (its first index): only
-                # _merge_rows and times ask, both with distinct items
-                local.append(order[pos[hit]])
-                cols.append(t_cols[hit])
-                vals.append(t_w[hit])
+            t_local, t_cols, t_vals = self._tail_for(items)
+            local.append(t_local)
+            cols.append(t_cols)
+            vals.append(t_vals)
         return np.concatenate(local), np.concatenate(cols), np.concatenate(vals)
 
     def rows(self, items: np.ndarray) -> sp.csr_matrix:
@@ -289,14 +295,31 @@ class SparseCounts:
         """(n_rows x capacity) ``sum(weights[k] * counts[src[k], :])`` per ``owner[k]``,
         pending deltas and the tail included, as one sparse product.
 
-        The live rows of ``src`` are gathered from every stored matrix into one (a row per
-        distinct source item), so there is one ``csr @ csr`` and no sum of products.
+        The live rows of ``src`` are gathered from every stored matrix (and the tail) into
+        one (a row per matrix and source item), so there is one ``csr @ csr`` and no sum of
+        products.
         """
         items, local = np.unique(np.asarray(src, np.int64), return_inverse=True)
-        li, cols, vals = self._gather(items)
-        gathered = sp.csr_matrix((vals, (li, cols)), shape=(len(items), self.capacity))
-        w = sp.csr_matrix((np.asarray(weights, np.float32), (owner, local.ravel())),
-                          shape=(n_rows, len(items)))
+        local = local.ravel()
+        parts = self._sources(items)
+        lens = [n for _, _, n in parts]
+        indices = [m.indices[ranges(s, n)] for m, s, n in parts]
+        data = [m.data[ranges(s, n)] for m, s, n in parts]
+        if self._tail_n:        # one more block of rows: the tail's pairs, by item
+            t_local, t_cols, t_vals = self._tail_for(items)
+            order = np.argsort(t_local, kind="stable")
+            lens.append(np.bincount(t_local, minlength=len(items)))
+            indices.append(t_cols[order].astype(np.int32))
+            data.append(t_vals[order])
+        lens = np.stack(lens)
+        indptr = np.zeros(lens.size + 1, np.int64)
+        np.cumsum(lens.ravel(), out=indptr[1:])
+        gathered = sp.csr_matrix((np.concatenate(data), np.concatenate(indices), indptr),
+                                 shape=(lens.size, self.capacity))
+        k = np.arange(len(lens))[:, None] * len(items)
+        w = sp.csr_matrix((np.tile(np.asarray(weights, np.float32), len(lens)),
+                           (np.tile(owner, len(lens)), (k + local).ravel())),
+                          shape=(n_rows, lens.size))
         return w @ gathered
 
     def times_dense(self, owner: np.ndarray, src: np.ndarray, weights: np.ndarray,
