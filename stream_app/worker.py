@@ -36,7 +36,7 @@ from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
-STALL_S = 30.0
+STALL_S = 15.0
 """No list acknowledged for this long, records in flight, the broker answering a fresh
 client: the producer is stuck and is replaced (:meth:`Worker.watch_producer`)."""
 

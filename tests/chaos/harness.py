@@ -224,24 +224,18 @@ def account(s: Settings, stream: Stream) -> Account:
     return Account(produced, engine.n_applied, len(lost), doubled, lost[:5])
 
 
-def lists_check(s: Settings, stream: Stream, within_s: float = 30.0) -> list[str]:
+def lists_check(s: Settings, stream: Stream, within_s: float = 60.0) -> list[str]:
     """Users whose served list is not the newest published one, or predates their last
     event, ``within_s`` after the check began (the lookup may still be reading the last
-    lists: its lag gauge only knows the ends of the fetches it has had); empty when every
-    touched user's latest list reached the lookup."""
-    newest: dict[str, dict] = {}
-    for chunk in read_topics(s, [s.topic_recommendations]):
-        for _, _, _, key, value, _ in chunk:
-            if key is None or value is None:
-                continue
-            doc = orjson.loads(value)
-            k = key.decode()
-            if k not in newest or doc["updated_at"] >= newest[k]["updated_at"]:
-                newest[k] = doc
+    lists: its lag gauge only knows the ends of the fetches it has had; and a list producer
+    found stuck after a broker restart is replaced only after the worker's ``STALL_S``, so
+    the newest lists may not be on the topic yet: it is read again each round); empty when
+    every touched user's latest list reached the lookup."""
     users = list(stream.last_sent.items())
     deadline = time.monotonic() + within_s
     with httpx.Client(base_url=f"http://127.0.0.1:{s.http_port}", timeout=5) as client:
         while True:
+            newest = _newest_lists(s)
             bad = []
             for user, sent_at in users:
                 served = client.get(f"/recommendations/{user}").json()
@@ -252,7 +246,21 @@ def lists_check(s: Settings, stream: Stream, within_s: float = 30.0) -> list[str
             if not bad or time.monotonic() > deadline:
                 return [user for user, _ in bad]
             users = bad
-            time.sleep(0.5)
+            time.sleep(1.0)
+
+
+def _newest_lists(s: Settings) -> dict[str, dict]:
+    """The newest list of every user on ``recommendations`` now."""
+    newest: dict[str, dict] = {}
+    for chunk in read_topics(s, [s.topic_recommendations]):
+        for _, _, _, key, value, _ in chunk:
+            if key is None or value is None:
+                continue
+            doc = orjson.loads(value)
+            k = key.decode()
+            if k not in newest or doc["updated_at"] >= newest[k]["updated_at"]:
+                newest[k] = doc
+    return newest
 
 
 def reads_summary(reader: Reader, exempt: list[tuple[float, float]]) -> dict:
