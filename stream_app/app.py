@@ -250,6 +250,10 @@ def _run_app(settings: Settings, worker: Worker, loglevel: str) -> str:
     failures: list[BaseException] = []
     app = create_app(settings, worker, failures)
     fw = FaustWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    # no terminal spinner (our progress bars say what happens): at WARNING and above faust
+    # spins one on every log record and registers an atexit hook that prints to stdout,
+    # which raised "I/O operation on closed file" at every exit under pytest
+    fw.spinner = None
     try:
         fw.execute_from_commandline()
     except SystemExit as exc:
