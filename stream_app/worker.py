@@ -21,15 +21,16 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from stream_app import metrics
 from stream_app.batch import BatchResult, process_records
 from stream_app.engine import Engine
 from stream_app.store import WorkerStore
 from streamrec.control import ModelMessage, ReleaseMessage, parse_control, retrain_path
+from streamrec.delivery import DeliveringProducer
 from streamrec.errors import InvalidEvent, ModelStateError, StreamrecError
-from streamrec.kafka import consumer_config, end_offsets, producer_config
+from streamrec.kafka import consumer_config
 from streamrec.replay import Record, read_topics
 from streamrec.schema import FALLBACK_KEY
 from streamrec.settings import Settings
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 
 STALL_S = 15.0
 """No list acknowledged for this long, records in flight, the broker answering a fresh
-client: the producer is stuck and is replaced (:meth:`Worker.watch_producer`)."""
+client: the producer is stuck and is replaced (:class:`~streamrec.delivery.DeliveringProducer`,
+watched by :meth:`Worker.watch_producer`)."""
 
 
 class Worker:
@@ -48,8 +50,8 @@ class Worker:
         self.settings = settings
         self.progress = progress
         self.store = WorkerStore(settings.state_dir)
-        self.producer = self._new_producer()
-        self._acked_at = self._probed_at = time.monotonic()
+        self.producer = DeliveringProducer(settings, stall_s=STALL_S,
+                                           **{"linger.ms": settings.list_linger_ms})
         self.engine: Engine | None = None
         self._last_checkpoint = time.monotonic()
         self._dirty = False
@@ -347,8 +349,6 @@ class Worker:
         if err is not None:
             metrics.PRODUCE_ERRORS.labels(msg.topic()).inc()
             log.error("delivery to %s failed: %s", msg.topic(), err)
-        else:
-            self._acked_at = time.monotonic()
 
     def _on_record_delivery(self, err, msg, record: tuple) -> None:
         """A dead letter or quarantined event: on failure it is produced again (it was taken
@@ -364,7 +364,6 @@ class Worker:
         if left > 0:
             self._in_flight[key] = left
         if err is None:
-            self._acked_at = time.monotonic()
             return
         self._on_delivery(err, msg)
         if key == FALLBACK_KEY.encode():
@@ -395,40 +394,18 @@ class Worker:
         else:
             record = (topic, key, value, headers)
             callback = lambda err, msg: self._on_record_delivery(err, msg, record)  # noqa: E731
-        while True:
-            try:
-                self.producer.produce(topic, key=key, value=value, headers=headers,
-                                      on_delivery=callback)
-                break
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                self.producer.poll(0.05)
+        self.producer.produce(topic, key=key, value=value, headers=headers,
+                              on_delivery=callback)   # waits for room when the queue is full
         if is_list:
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
 
     def watch_producer(self) -> None:
-        """A producer with records in flight and no acknowledgement for ``STALL_S``, while a
-        fresh client reaches the broker, is stuck (seen after broker restarts: partitions
-        whose leader it no longer knows): it is replaced. Purging it fails what it held:
-        lists become pending again, dead letters and quarantined events are produced again
-        with the new producer. Asks the second opinion at most once per ``STALL_S``."""
-        now = time.monotonic()
-        if not self._in_flight or now - self._acked_at < STALL_S or \
-                now - self._probed_at < STALL_S:
-            return
-        self._probed_at = now
-        if end_offsets(self.settings, [(self.settings.topic_recommendations, 0)]) is None:
-            return   # the broker answers nobody: an outage, librdkafka retries by itself
-        log.warning("the list producer has acknowledged nothing for %.0f s although the broker "
-                    "answers; replacing it", now - self._acked_at)
-        old, self.producer = self.producer, self._new_producer()
-        self._acked_at = now
-        old.purge(in_queue=True, in_flight=True, blocking=False)
-        old.poll(0)      # the purged records' callbacks: pending again, or produced again
-        old.flush(0)
-
-    def _new_producer(self) -> Producer:
-        return Producer(producer_config(self.settings,
-                                        **{"linger.ms": self.settings.list_linger_ms}))
+        """Serve delivery callbacks, and replace the producer if it is stuck (seen after
+        broker restarts: partitions whose leader it no longer knows): its queued lists, dead
+        letters and quarantined events are produced again by the new one
+        (:class:`~streamrec.delivery.DeliveringProducer`). Called by a timer, so an idle
+        worker's stuck producer is found too."""
+        self.producer.poll(0)
 
     def _publish_invalid(self, res: BatchResult) -> None:
         for key, value, reason in res.invalid:

@@ -4,7 +4,7 @@ After a broker restart we saw idempotent librdkafka producers stop delivering fo
 queued records, no acknowledgement for minutes, no error (the broker answered any fresh
 client within a second; see docs/reliability.md). :class:`DeliveringProducer` wraps a
 confluent-kafka ``Producer``, remembers every record until it is acknowledged, and when
-records wait with no acknowledgement for ``STALL_S`` while a fresh client reaches the
+records wait with no acknowledgement for ``stall_s`` (default ``STALL_S``) while a fresh client reaches the
 broker, replaces the stuck producer: its queued records are purged (never sent, so never
 duplicated) and produced again by the new one, in their order; its in-flight requests are
 left to finish or fail. The caller's delivery callback sees each record once.
@@ -34,8 +34,9 @@ Callback = Callable[[Any, Any], None]
 class DeliveringProducer:
     """``produce`` / ``poll`` / ``flush`` / ``len`` like a confluent-kafka ``Producer``."""
 
-    def __init__(self, settings: Settings, **overrides: Any) -> None:
+    def __init__(self, settings: Settings, stall_s: float = STALL_S, **overrides: Any) -> None:
         self.settings = settings
+        self.stall_s = stall_s
         self._conf = producer_config(settings, **overrides)
         self._producer = Producer(self._conf)
         self._retired: list[Producer] = []
@@ -98,8 +99,8 @@ class DeliveringProducer:
     def watch(self) -> None:
         """Replace a stuck producer (see the module's docstring); cheap when nothing waits."""
         now = time.monotonic()
-        if not self._pending or now - self._acked_at < STALL_S or \
-                now - self._probed_at < STALL_S:
+        if not self._pending or now - self._acked_at < self.stall_s or \
+                now - self._probed_at < self.stall_s:
             return
         self._probed_at = now
         topics = sorted({record[0] for record in self._pending.values()})
