@@ -199,6 +199,11 @@ def run_worker(settings: Settings, progress: bool = True, loglevel: str = "INFO"
 
     from streamrec.broker import ensure_topics, wait_for_broker
 
+    if settings.shards > 1 and settings.shard < 0:
+        from stream_app.shards import run_supervisor
+
+        run_supervisor(settings)   # runs each leased shard as this function, in a child
+        return
     worker = Worker(settings, progress=progress)   # takes the state dir's lock first
     crashed = True
     try:
@@ -206,7 +211,8 @@ def run_worker(settings: Settings, progress: bool = True, loglevel: str = "INFO"
             serve_health(settings.http_host, settings.worker_metrics_port, worker.readiness)
         wait_for_broker(settings.bootstrap_servers, settings.broker_wait_s,
                         settings.kafka_common(), what="worker")
-        ensure_topics(settings)
+        ensure_topics(settings, extra={settings.item_deltas_topic: 1}
+                      if settings.shards > 1 else None)
         threadpool_limits(settings.blas_threads, user_api="blas")
         sys.setswitchinterval(settings.gil_switch_ms / 1000)   # see Settings.gil_switch_ms
         _start(worker, settings)

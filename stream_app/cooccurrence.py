@@ -21,6 +21,7 @@ sparse product of the users' weighted recent positives with the counts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,6 +29,9 @@ import scipy.sparse as sp
 from stream_app.sparsecounts import SparseCounts
 from stream_app.transitions import DENSE_PRODUCT_USERS, TransitionCounts, gaps_of
 from stream_app.useritems import UserItems
+
+if TYPE_CHECKING:
+    from stream_app.deltas import DeltaBuffer
 
 _CHUNK = 65_536
 """Positives per internal step of :meth:`CooccurrenceIndex.add`: bounds the pair arrays
@@ -67,6 +71,7 @@ class CooccurrenceIndex:
         else:
             self._rows = SparseCounts(capacity, **self._sparse_kw)
         self.history = UserItems()
+        self.capture: DeltaBuffer | None = None   # sharded workers: local changes to share
         self.transitions: TransitionCounts | None = None
         if transitions is not None:
             window, decay, recent_t = transitions
@@ -150,14 +155,23 @@ class CooccurrenceIndex:
         new_items = i[taken]
         self._ensure(self._capacity_for(new_items))
         np.add.at(self.counts, new_items, 1.0)
+        capture = self.capture
+        if capture is not None:
+            capture.positives(new_items)
         if self.transitions is not None:
             t_owner, t_prev = self.history.window(u[taken], pos, self.transitions.window)
-            self.transitions.add(new_items[t_owner], t_prev, gaps_of(t_owner, len(taken)))
+            t_cur = new_items[t_owner]
+            gaps = gaps_of(t_owner, len(taken))
+            self.transitions.add(t_cur, t_prev, gaps)
+            if capture is not None:
+                capture.transitions(t_prev, t_cur, self.transitions.weights_of(gaps))
         owner, prev = self.history.window(u[taken], pos, self.pair_window)
         if not len(owner):
             return
         cur = new_items[owner]
         prev = prev.astype(np.int64)
+        if capture is not None:
+            capture.pairs(cur, prev)
         if self.pairs is not None:
             cap = self.capacity
             keys, times = np.unique(np.concatenate([cur * cap + prev, prev * cap + cur]),
@@ -165,6 +179,62 @@ class CooccurrenceIndex:
             self.pairs.reshape(-1)[keys] += times.astype(np.float32)
         else:
             self._rows.add(np.concatenate([cur, prev]), np.concatenate([prev, cur]))
+
+    def add_shared(self, items: np.ndarray, counts: np.ndarray, pair_a: np.ndarray,
+                   pair_b: np.ndarray, pair_w: np.ndarray, trans_a: np.ndarray,
+                   trans_b: np.ndarray, trans_w: np.ndarray) -> None:
+        """Add another shard's count changes (:mod:`stream_app.deltas`): per-item positives,
+        pair counts (one direction given, both added) and raw transition weights, all in
+        this index's item rows. Not captured: only a shard's own events are shared."""
+        top = max((int(a.max()) for a in (items, pair_a, pair_b, trans_a, trans_b) if len(a)),
+                  default=-1)
+        self._ensure(self._capacity_for(np.array([top], np.int64)) if top >= 0 else 0)
+        if len(items):
+            np.add.at(self.counts, items, counts.astype(np.float32))
+        if len(pair_a):
+            rows = np.concatenate([pair_a, pair_b])
+            cols = np.concatenate([pair_b, pair_a])
+            w = np.concatenate([pair_w, pair_w]).astype(np.float32)
+            if self.pairs is not None:
+                np.add.at(self.pairs, (rows, cols), w)
+            else:
+                self._rows.add(rows, cols, w)
+        if len(trans_a) and self.transitions is not None:
+            self.transitions.add_raw(trans_a, trans_b, trans_w)
+
+    def count_arrays(self) -> dict[str, np.ndarray]:
+        """Every count as arrays (sharded workers checkpoint them: other shards' shares
+        cannot be rebuilt from this shard's users' histories)."""
+        out = {"cooc_counts": self.counts.copy()}
+        out.update(_matrix_arrays("cooc_pairs", self.pairs, self._rows))
+        if self.transitions is not None:
+            t = self.transitions
+            out.update(_matrix_arrays("cooc_trans", t.dense, t.rows))
+        return out
+
+    def load_count_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Replace every count by :meth:`count_arrays`' (after :meth:`load_histories`)."""
+        counts = np.asarray(arrays["cooc_counts"], np.float32)
+        self._ensure(len(counts))
+        self.counts[:] = 0
+        self.counts[:len(counts)] = counts
+        cap = self.capacity
+        if self.pairs is not None:
+            self.pairs[:] = 0
+        else:
+            self._rows = SparseCounts(cap, **self._sparse_kw)
+        a, b, w = _matrix_entries("cooc_pairs", arrays)
+        if self.pairs is not None:
+            self.pairs[a, b] = w
+        else:
+            self._rows.add(a, b, w)
+        t = self.transitions
+        if t is not None and "cooc_trans_rows" in arrays:
+            if t.dense is not None:
+                t.dense[:] = 0
+            else:
+                t.rows = SparseCounts(cap, **t._sparse_kw)   # noqa: SLF001 - same package
+            t.add_raw(*_matrix_entries("cooc_trans", arrays))
 
     def load_histories(self, histories: Mapping[int, Sequence[int] | np.ndarray]) -> None:
         """Rebuild counts and pairs from users' positives (oldest first, no repeats), as
@@ -274,3 +344,23 @@ def blend(model_scores: np.ndarray, cooc_scores: np.ndarray, weight: float,
         return model_scores
     return (1.0 - weight) * standardise(model_scores, valid) + \
         weight * standardise(cooc_scores, valid)
+
+
+def _matrix_arrays(name: str, dense: np.ndarray | None, rows: SparseCounts | None
+                   ) -> dict[str, np.ndarray]:
+    """A dense or sparse count matrix as (rows, cols, weights) of its non-zero entries."""
+    if dense is not None:
+        a, b = np.nonzero(dense)
+        w = dense[a, b]
+    else:
+        m = rows.rows(np.arange(rows.capacity)).tocoo()
+        a, b, w = m.row, m.col, m.data
+    return {f"{name}_rows": a.astype(np.int64), f"{name}_cols": b.astype(np.int64),
+            f"{name}_w": np.asarray(w, np.float32)}
+
+
+def _matrix_entries(name: str, arrays: Mapping[str, np.ndarray]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.asarray(arrays[f"{name}_rows"], np.int64),
+            np.asarray(arrays[f"{name}_cols"], np.int64),
+            np.asarray(arrays[f"{name}_w"], np.float32))

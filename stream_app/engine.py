@@ -20,6 +20,7 @@ from stream_app.ann import IVFIndex
 from stream_app.blend import blend_terms_into, row_moments
 from stream_app.candidates import ItemMoments, mask_seen, padded, score_union, union_rows
 from stream_app.cooccurrence import CooccurrenceIndex
+from stream_app.deltas import AppliedSeqs
 from stream_app.explore import EXPLORE, Entry, Pick, counter_uniform, explore_picks, picks_of
 from stream_app.guard import Guard, GuardConfig
 from stream_app.model import ModelParams, PaddedLightFM, padded_capacity
@@ -114,6 +115,7 @@ class Engine:
         self.new_event_ids: list[str] = []
         self.evicted_event_ids: list[str] = []
         self.offsets: dict[str, int] = {}
+        self.applied_deltas = AppliedSeqs()      # sharded workers: other shards' deltas in
         self._weights = settings.event_weights
         self.last_batch_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] = (
             np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32))
@@ -240,12 +242,19 @@ class Engine:
         pos = values > 0
         if pos.any():
             self.cooc.add(u[pos], i[pos])
-            for ir in i[pos].tolist():
-                if len(self.recent_positives) == self.recent_positives.maxlen:
-                    old = self.recent_positives[0]
-                    self.popularity[old] -= 1
-                self.recent_positives.append(ir)
-                self.popularity[ir] += 1
+            liked = i[pos].tolist()
+            self.add_recent_positives(liked)
+            if self.cooc.capture is not None:
+                self.cooc.capture.recent(liked)
+
+    def add_recent_positives(self, items: list[int]) -> None:
+        """Positives behind the popular fallback (a shard's own, and other shards')."""
+        recent, popularity = self.recent_positives, self.popularity
+        for ir in items:
+            if len(recent) == recent.maxlen:
+                popularity[recent[0]] -= 1
+            recent.append(ir)
+            popularity[ir] += 1
 
     def is_trained(self, user_rows: np.ndarray) -> np.ndarray:
         """Which user rows have a positive (their lists are the model's, else "fallback").

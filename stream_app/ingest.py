@@ -47,8 +47,15 @@ class BatchConsumer:
                "queued.max.messages.kbytes": 65_536}))   # 64 MB read ahead: ~300 k events
         self.topics = [settings.topic_interactions, settings.topic_users, settings.topic_items,
                        settings.topic_released, settings.topic_control]
-        self.consumer.subscribe(self.topics, on_assign=self._on_assign)
         self._assigned: list[TopicPartition] = []
+        if settings.shards > 1:   # a shard takes its own partitions; no group join
+            from stream_app.shards import shard_assignment
+
+            self.topics.append(settings.item_deltas_topic)
+            self._on_assign(self.consumer, shard_assignment(settings, self.consumer,
+                                                            self.topics))
+        else:
+            self.consumer.subscribe(self.topics, on_assign=self._on_assign)
         self._lag_at = 0.0
         self._position, self._moved_at = -1, time.monotonic()
         self._probed_at = 0.0

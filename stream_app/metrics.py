@@ -78,3 +78,9 @@ def watch_gc() -> None:
 
     if callback not in gc.callbacks:
         gc.callbacks.append(callback)
+DELTAS = Counter("streamrec_worker_item_deltas_total",
+                 "Sharded workers: item deltas by outcome (produced: own, acknowledged; "
+                 "applied / duplicate: other shards'; refused: invalid or forged, to the "
+                 "dead-letter topic)", ["outcome"])
+SHARDS = Gauge("streamrec_worker_shards_running",
+               "Sharded workers: shards this supervisor runs now (leases held)")

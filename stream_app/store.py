@@ -29,6 +29,7 @@ import numpy as np
 import orjson
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
+from stream_app.deltas import AppliedSeqs
 from stream_app.engine import Changes, Engine
 from stream_app.guard import Guard, GuardConfig
 from stream_app.model import PaddedLightFM, write_snapshot
@@ -47,6 +48,7 @@ _OFFSETS = b"meta:offsets"
 _POPULAR = b"meta:popular"
 _GUARD = b"meta:guard"
 _PENDING = b"meta:pending"
+_DELTAS = b"meta:deltas"       # sharded workers: other shards' deltas applied, own unacked
 
 
 @dataclass
@@ -206,18 +208,20 @@ class WorkerStore:
 
     # ----------------------------------------------------------------- checkpoint
     def checkpoint(self, engine: Engine, full: bool = False,
-                   pending: Iterable[int] = ()) -> Path:
+                   pending: Iterable[int] = (), outbox: dict[int, bytes] | None = None
+                   ) -> Path:
         """Snapshot ``engine`` as of WAL entry ``self.wal_seq`` and write it now; returns
         the model path. ``full`` replaces everything stored (a model swap): the same single
         WriteBatch first deletes every key, then writes the whole engine, so a crash leaves
         old or new state, never a mix. ``pending``: user rows whose lists may not have
         reached the topic yet (republished after a restart)."""
-        snap = self.snapshot(engine, full=full, pending=pending)
+        snap = self.snapshot(engine, full=full, pending=pending, outbox=outbox)
         self.write(snap)
         return snap.path
 
     def snapshot(self, engine: Engine, full: bool = False,
-                 pending: Iterable[int] = ()) -> "Snapshot":
+                 pending: Iterable[int] = (), outbox: dict[int, bytes] | None = None
+                 ) -> "Snapshot":
         """Everything a checkpoint writes, captured now (model arrays copied, the RocksDB
         batch built), so :meth:`write` can run in a thread while the engine moves on. The
         engine's change sets are handed over and cleared; if the write then fails, the
@@ -230,6 +234,9 @@ class WorkerStore:
                 "model_version": engine.model_version, "saved_at": time.time(),
                 "n_users": len(engine.users), "n_items": len(engine.items)}
         arrays, doc = engine.model.snapshot(meta, into=self._model_buffers)
+        sharded = engine.settings.shards > 1
+        if sharded:   # other shards' counts: not rebuilt from this shard's histories
+            arrays = {**arrays, **engine.cooc.count_arrays()}
         wb = WriteBatch(raw_mode=True)
         if full:
             # every key but the WAL entries after ``seq``: those were appended after this
@@ -242,6 +249,10 @@ class WorkerStore:
         wb.put(_PENDING, np.fromiter(sorted(set(pending)), dtype=np.int32).tobytes())
         if engine.guard is not None:
             wb.put(_GUARD, orjson.dumps(engine.guard.state()))
+        if sharded:
+            wb.put(_DELTAS, orjson.dumps({
+                "applied": engine.applied_deltas.state(),
+                "outbox": {str(k): v.decode() for k, v in (outbox or {}).items()}}))
         wb.put(_CHECKPOINT, orjson.dumps({"model": name, **meta}))
         if seq:
             wb.delete_range(b"wal:", b"wal:%012d" % (seq + 1))
@@ -260,6 +271,12 @@ class WorkerStore:
                 old.unlink(missing_ok=True)
         log.info("checkpoint %s written in %.0f ms (offsets %s)", snap.path.name,
                  (time.perf_counter() - t0) * 1e3, snap.offsets)
+
+    def outbox(self) -> dict[int, bytes]:
+        """Sharded workers: this shard's deltas the last checkpoint could not vouch for
+        (not yet acknowledged by the broker), produced again after a restart."""
+        raw = orjson.loads(self.db.get(_DELTAS) or b"{}").get("outbox", {})
+        return {int(k): v.encode() for k, v in raw.items()}
 
     def pending_rows(self) -> list[int]:
         """User rows whose lists the last checkpoint could not vouch for (see
@@ -295,6 +312,13 @@ class WorkerStore:
         engine.recent_positives = deque(pop, maxlen=settings.popular_window)
         engine.popularity.update(engine.recent_positives)
         engine.offsets = dict(orjson.loads(self.db.get(_OFFSETS) or b"{}"))
+        if settings.shards > 1:
+            with np.load(self.models / cp["model"], allow_pickle=False) as npz:
+                if "cooc_counts" in npz.files:
+                    engine.cooc.load_count_arrays({k: npz[k] for k in npz.files
+                                                   if k.startswith("cooc_")})
+            raw_deltas = orjson.loads(self.db.get(_DELTAS) or b"{}")
+            engine.applied_deltas = AppliedSeqs(raw_deltas.get("applied"))
         raw_guard = self.db.get(_GUARD)
         if raw_guard is not None and engine.guard is not None:
             engine.guard = Guard.from_state(orjson.loads(raw_guard),

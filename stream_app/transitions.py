@@ -98,7 +98,17 @@ class TransitionCounts:
         """``T[prev[k], cur[k]] += 1 / gaps[k]`` for every k (vectorised)."""
         if not len(cur):
             return
-        w = np.rint(self.scale / np.asarray(gaps, np.float64))
+        self.add_raw(prev, cur, self.weights_of(gaps))
+
+    def weights_of(self, gaps: np.ndarray) -> np.ndarray:
+        """The stored (whole-number) weights of transitions ``gaps`` steps apart."""
+        return np.rint(self.scale / np.asarray(gaps, np.float64))
+
+    def add_raw(self, prev: np.ndarray, cur: np.ndarray, w: np.ndarray) -> None:
+        """``T[prev[k], cur[k]] += w[k]`` in stored units (:meth:`weights_of`)."""
+        if not len(cur):
+            return
+        w = np.asarray(w, np.float64)
         prev = np.asarray(prev, np.int64)
         cur = np.asarray(cur, np.int64)
         if self.dense is not None:

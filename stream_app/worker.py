@@ -25,12 +25,13 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from stream_app import metrics
 from stream_app.batch import BatchResult, process_records
+from stream_app.deltas import CUT_TOPIC, DeltaBuffer, apply_delta, parse_delta, sign_value
 from stream_app.engine import Engine
 from stream_app.store import WorkerStore
 from streamrec.control import ModelMessage, ReleaseMessage, parse_control, retrain_path
 from streamrec.delivery import DeliveringProducer
-from streamrec.errors import InvalidEvent, ModelStateError, StreamrecError
-from streamrec.kafka import consumer_config
+from streamrec.errors import BrokerUnavailable, InvalidEvent, ModelStateError, StreamrecError
+from streamrec.kafka import consumer_config, end_offsets
 from streamrec.replay import Record, read_topics
 from streamrec.schema import FALLBACK_KEY
 from streamrec.settings import Settings
@@ -69,6 +70,9 @@ class Worker:
         self._write_s = 0.0
         self._list_s = 1e-4                      # seconds per list (moving average)
         self.on_checkpoint: Callable[[dict[str, int]], None] | None = None
+        self.sharded = settings.shards > 1       # docs/scaling.md, "Sharded workers"
+        self._outbox: dict[int, bytes] = {}      # own deltas produced, not yet acknowledged
+        self._last_cut = time.monotonic()
         self.lag: dict[str, int] | None = None   # records behind per partition (batch ingest)
 
     # ----------------------------------------------------------------- start
@@ -77,6 +81,9 @@ class Worker:
         loaded = self.store.load(self.settings)
         if loaded is not None:
             self.engine, wal_seq = loaded
+            if self.sharded:   # capture what the replayed events add; the cuts in the WAL
+                self._outbox = self.store.outbox()       # empty it where they did
+                self.engine.cooc.capture = DeltaBuffer()
             replayed = 0
             for _, records in self.store.wal_after(wal_seq):
                 self._apply(records, wal=False)
@@ -86,10 +93,14 @@ class Worker:
                      "%d lists to republish", len(self.engine.users), len(self.engine.items),
                      self.engine.offsets, replayed, len(self._pending))
             self.publish_due(backlog=False, budget_s=float("inf"))
+            for seq, value in sorted(self._outbox.items()):
+                self._produce_delta(seq, value)
             if replayed:
                 self.checkpoint()
         else:
             self.bootstrap()
+            if self.sharded:
+                self.engine.cooc.capture = DeltaBuffer()
         self._update_gauges()
         self.commit_group_offsets()
         return self.engine
@@ -100,10 +111,15 @@ class Worker:
 
         s = self.settings
         snapshot = snapshot_offsets(s)
+        if self.sharded:   # the bootstrap reads every shard's events: their deltas so far
+            ends = end_offsets(s, [(s.item_deltas_topic, 0)])   # must not count twice
+            if ends is None:
+                raise BrokerUnavailable("could not read the end of the item deltas topic")
+            snapshot.update({f"{t}:{p}": off for (t, p), off in ends.items()})
         replayed = replay_into_engine(s, progress=self.progress, until_time=time.time())
         self.engine = replayed.engine
         for key, end in snapshot.items():  # older model announcements predate this bootstrap
-            if key.rpartition(":")[0] == s.topic_control and end:
+            if key.rpartition(":")[0] in (s.topic_control, s.item_deltas_topic) and end:
                 self.engine.offsets[key] = end
         for key, value, reason in replayed.invalid:
             self._publish_invalid_one(key, value, reason)
@@ -153,6 +169,7 @@ class Worker:
         res = self._apply(records, wal=True, oldest=oldest)
         lag = max(0.0, now - oldest) if backlog else 0.0
         self.publish_due(backlog, lag_s=lag)
+        self.maybe_cut()
         self.maybe_checkpoint()
         metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
         metrics.BATCH_SIZE.observe(len(records))
@@ -168,9 +185,12 @@ class Worker:
             return BatchResult(skipped=len(records))
         if wal:
             self.store.append_wal(fresh)
-        control = [r for r in fresh if r.topic == self.settings.topic_control]
+        s = self.settings
+        control = [r for r in fresh if r.topic == s.topic_control]
         if control:
-            fresh = [r for r in fresh if r.topic != self.settings.topic_control]
+            fresh = [r for r in fresh if r.topic != s.topic_control]
+        if self.sharded:
+            fresh = self._apply_shared(fresh)
         res = process_records(engine, fresh, self.settings, train=True)
         res.skipped += len(records) - len(fresh)
         self._dirty = True
@@ -189,6 +209,76 @@ class Worker:
             self.engine.advance(rec.topic, rec.partition, rec.offset)
             self.on_control(rec.key, rec.value)
         return res
+
+    # ----------------------------------------------------------------- sharded workers
+    def _apply_shared(self, records: list[Record]) -> list[Record]:
+        """Apply this shard's own cuts (WAL replay) and other shards' item deltas; return
+        the other records (:mod:`stream_app.deltas`)."""
+        s, engine = self.settings, self.engine
+        rest = []
+        for rec in records:
+            if rec.topic == CUT_TOPIC:
+                self._apply_cut(rec)
+            elif rec.topic == s.item_deltas_topic:
+                engine.advance(rec.topic, rec.partition, rec.offset)
+                key = s.control_key.get_secret_value() if s.control_key else None
+                try:
+                    delta = parse_delta(rec.value, key)
+                except InvalidEvent as exc:
+                    metrics.DELTAS.labels("refused").inc()
+                    self._publish_invalid_one(rec.key, rec.value, exc.reason)
+                    continue
+                if delta.shard == s.shard:
+                    continue
+                applied = apply_delta(engine, delta)
+                metrics.DELTAS.labels("applied" if applied else "duplicate").inc()
+                self._dirty = True
+            else:
+                rest.append(rec)
+        return rest
+
+    def maybe_cut(self) -> None:
+        """Every ``delta_interval_s``: share what this shard's events added (see
+        :meth:`cut`)."""
+        if self.sharded and time.monotonic() - self._last_cut >= self.settings.delta_interval_s:
+            self.cut()
+
+    def cut(self) -> None:
+        """Turn the captured changes into the next delta: logged in the WAL first (a replay
+        empties the capture at the same place), then produced; kept in the outbox until the
+        broker acknowledges it."""
+        self._last_cut = time.monotonic()
+        capture = self.engine.cooc.capture if self.sharded else None
+        if not capture:
+            return
+        shard = self.settings.shard
+        seq = self.engine.offsets.get(Engine.tp_key(CUT_TOPIC, shard), 0)
+        rec = Record(CUT_TOPIC, shard, seq, None, capture.encode(self.engine.items, shard, seq),
+                     time.time())
+        self.store.append_wal([rec])
+        self._apply_cut(rec)
+        self._dirty = True
+
+    def _apply_cut(self, rec: Record) -> None:
+        self.engine.advance(rec.topic, rec.partition, rec.offset)
+        self.engine.cooc.capture.clear()
+        self._outbox[rec.offset] = rec.value
+        self._produce_delta(rec.offset, rec.value)
+
+    def _produce_delta(self, seq: int, body: bytes) -> None:
+        s = self.settings
+        key = s.control_key.get_secret_value() if s.control_key else None
+
+        def delivered(err, msg) -> None:
+            if err is None:
+                self._outbox.pop(seq, None)
+                metrics.DELTAS.labels("produced").inc()
+            else:
+                self._on_delivery(err, msg)
+                self._produce_delta(seq, body)
+
+        self.producer.produce(s.item_deltas_topic, key=str(s.shard).encode(),
+                              value=sign_value(body, key), on_delivery=delivered)
 
     # ----------------------------------------------------------------- lists that follow load
     def _mark(self, rows: Iterable[int], record_ts: float | None = None) -> None:
@@ -292,6 +382,10 @@ class Worker:
         background refresh publishes new ones.
         """
         t0 = time.perf_counter()
+        if self.sharded:
+            raise ModelStateError("model swaps are not supported with sharded workers yet: "
+                                  "each shard retrains from the topics when its state dir is "
+                                  "deleted (docs/scaling.md)")
         if not path.exists():
             raise ModelStateError(f"retrained model {path} not found (is the state dir shared "
                                   "between retrain and worker?)")
@@ -462,9 +556,10 @@ class Worker:
         """Snapshot and write the state now. Lists are never behind it: those pending or
         not yet acknowledged are stored with it and republished after a restart."""
         self._finish_write(wait=True)
+        self.cut()
         self.producer.flush(30)
         self.store.checkpoint(self.engine, full=full or self._force_full,
-                              pending=self._unconfirmed())
+                              pending=self._unconfirmed(), outbox=dict(self._outbox))
         self._force_full = False
         self._dirty = False     # written synchronously: everything applied is in it
         self._checkpointed(dict(self.engine.offsets))
@@ -481,8 +576,9 @@ class Worker:
         if not self._dirty or time.monotonic() - self._last_checkpoint < self._interval:
             return
         t0 = time.monotonic()
+        self.cut()   # a checkpoint holds no uncut changes (the WAL before it is dropped)
         snap = self.store.snapshot(self.engine, full=self._force_full,
-                                   pending=self._unconfirmed())
+                                   pending=self._unconfirmed(), outbox=dict(self._outbox))
         self._force_full = False
         self._dirty = False
         self._last_checkpoint = time.monotonic()

@@ -28,7 +28,8 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
             settings.topic_items: dict(compact)}
 
 
-def ensure_topics(settings: Settings, timeout: float = 20.0) -> list[str]:
+def ensure_topics(settings: Settings, timeout: float = 20.0,
+                  extra: dict[str, int] | None = None) -> list[str]:
     """Create every missing contract topic; return the names created now.
 
     Waits for the broker first (``broker_wait_s``; 0: as long as it takes), and retries
@@ -44,7 +45,7 @@ def ensure_topics(settings: Settings, timeout: float = 20.0) -> list[str]:
                         before_sleep=lambda st: log.warning(
                             "creating topics: %s; retrying", st.outcome.exception()))
     try:
-        retrying(_create_missing, admin, settings, timeout, created)
+        retrying(_create_missing, admin, settings, timeout, created, extra or {})
     except KafkaException as exc:
         hint = ("; is the broker healthy?" if is_transient(exc) else
                 "; check the broker's ACLs and topic settings")
@@ -56,13 +57,15 @@ def ensure_topics(settings: Settings, timeout: float = 20.0) -> list[str]:
 
 
 def _create_missing(admin: AdminClient, settings: Settings, timeout: float,
-                    created: list[str]) -> None:
-    """One attempt: create what is missing; raise the first error that is not 'exists'."""
+                    created: list[str], extra: dict[str, int]) -> None:
+    """One attempt: create what is missing (the contract's topics, and ``extra``: name ->
+    partitions); raise the first error that is not 'exists'."""
     existing = set(admin.list_topics(timeout=timeout).topics)
     configs = topic_configs(settings)
-    new = [NewTopic(t, num_partitions=settings.partitions,
-                    replication_factor=settings.replication_factor, config=configs.get(t, {}))
-           for t in settings.topics if t not in existing]
+    wanted = {**{t: settings.partitions for t in settings.topics}, **extra}
+    new = [NewTopic(t, num_partitions=n, replication_factor=settings.replication_factor,
+                    config=configs.get(t, {}))
+           for t, n in wanted.items() if t not in existing]
     if not new:
         return
     for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
