@@ -79,6 +79,10 @@ def _mac(key: str, value: bytes) -> bytes:
     return hmac.new(key.encode(), value, hashlib.sha256).hexdigest().encode()
 
 
+MAX_ENTRIES = 20_000
+"""Numbers of each kind in one delta record: ~0.5 MB of JSON at most."""
+
+
 class DeltaBuffer:
     """What this shard's own events added to the counts since the last cut (item rows)."""
 
@@ -109,20 +113,35 @@ class DeltaBuffer:
     def clear(self) -> None:
         self._pos, self._recent, self._pairs, self._trans = [], [], [], []
 
-    def encode(self, items: IdRegistry, shard: int, seq: int) -> bytes:
-        """The delta's record value: duplicates summed, rows turned into item ids."""
+    def encode(self, items: IdRegistry, shard: int, seq: int,
+               max_entries: int = MAX_ENTRIES) -> list[bytes]:
+        """The deltas' record values, numbered from ``seq``: duplicates summed, rows turned
+        into item ids, at most ``max_entries`` numbers of each kind in one (a bootstrap's
+        whole history is one cut; a Kafka record holds ~1 MB by default)."""
         pos = np.concatenate(self._pos) if self._pos else np.zeros(0, np.int64)
         recent = np.concatenate(self._recent) if self._recent else np.zeros(0, np.int64)
         pa, pb, pw = _summed([(a, b, np.ones(len(a))) for a, b in self._pairs])
         ta, tb, tw = _summed(self._trans)
-        rows, inverse = np.unique(np.concatenate([pos, recent, pa, pb, ta, tb]),
-                                  return_inverse=True)
-        cut = np.cumsum([len(pos), len(recent), len(pa), len(pb), len(ta)])
-        ipos, irecent, ipa, ipb, ita, itb = np.split(inverse, cut)
-        doc = {"v": FORMAT, "shard": shard, "seq": seq, "items": items.ids_of(rows),
-               "pos": ipos, "recent": irecent, "pairs": {"a": ipa, "b": ipb, "w": pw},
-               "trans": {"a": ita, "b": itb, "w": tw}}
-        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+        parts = []
+        longest = max(len(pos), len(recent), len(pa), len(ta), 1)
+        for k in range(0, longest, max_entries):
+            cut = slice(k, k + max_entries)
+            parts.append(_encode_one(items, shard, seq + len(parts), pos[cut], recent[cut],
+                                     (pa[cut], pb[cut], pw[cut]), (ta[cut], tb[cut], tw[cut])))
+        return parts
+
+
+def _encode_one(items: IdRegistry, shard: int, seq: int, pos: np.ndarray, recent: np.ndarray,
+                pairs: tuple[np.ndarray, ...], trans: tuple[np.ndarray, ...]) -> bytes:
+    (pa, pb, pw), (ta, tb, tw) = pairs, trans
+    rows, inverse = np.unique(np.concatenate([pos, recent, pa, pb, ta, tb]),
+                              return_inverse=True)
+    cut = np.cumsum([len(pos), len(recent), len(pa), len(pb), len(ta)])
+    ipos, irecent, ipa, ipb, ita, itb = np.split(inverse, cut)
+    doc = {"v": FORMAT, "shard": shard, "seq": seq, "items": items.ids_of(rows),
+           "pos": ipos, "recent": irecent, "pairs": {"a": ipa, "b": ipb, "w": pw},
+           "trans": {"a": ita, "b": itb, "w": tw}}
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _summed(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]

@@ -16,6 +16,7 @@ import time
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from stream_app import metrics
+from stream_app.deltas import CUT_TOPIC
 from stream_app.worker import Worker
 from streamrec.kafka import consumer_config, end_offsets, readable
 from streamrec.replay import Record
@@ -163,7 +164,8 @@ class BatchConsumer:
         tps = []
         for key, off in offsets.items():
             topic, _, part = key.rpartition(":")
-            tps.append(TopicPartition(topic, int(part), off))
+            if topic != CUT_TOPIC:   # a WAL-only sequence, no Kafka topic
+                tps.append(TopicPartition(topic, int(part), off))
         if tps:
             try:
                 self.consumer.commit(offsets=tps, asynchronous=True)

@@ -51,11 +51,21 @@ def replay_into_engine(settings: Settings, since: float | None = None, progress:
     engine = Engine(settings)
     topics = [settings.topic_users, settings.topic_items, settings.topic_interactions,
               settings.topic_released]
+    shard = settings.shard if settings.shards > 1 else -1
+    if shard >= 0:   # a shard's bootstrap: its users only, their counts captured to share
+        from stream_app.deltas import DeltaBuffer
+        from stream_app.shards import user_topics
+
+        engine.cooc.capture = DeltaBuffer()
+        theirs = set(user_topics(settings))
     us, its, vs = [], [], []
     out = Replayed(engine, np.empty(0, np.int32), np.empty(0, np.int32),
                    np.empty(0, np.float32))
     for chunk in read_topics(settings, topics, progress=progress, desc="replaying topics",
                              until_time=until_time):
+        if shard >= 0:
+            chunk = [r for r in chunk
+                     if r.topic not in theirs or r.partition % settings.shards == shard]
         if since is not None:
             chunk = _drop_older(chunk, settings, since, engine)
         res = process_records(engine, chunk, settings, train=False)

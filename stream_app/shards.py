@@ -83,12 +83,13 @@ def shard_assignment(settings: Settings, consumer: Consumer, topics: list[str]
     return out
 
 
-_LIBC = ctypes.CDLL(None, use_errno=True)   # loaded here: the child may not take locks
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl   # resolved here: the forked child
+_PR_SET_PDEATHSIG = 1                                # must not take the loader's locks
 
 
 def _die_with_parent() -> None:
     """In the child, before exec: SIGKILL when the supervisor dies, even by ``kill -9``."""
-    _LIBC.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
     if os.getppid() == 1:           # the parent died before prctl took effect
         os._exit(1)
 
@@ -202,9 +203,10 @@ class Supervisor:
             log.info("supervisor stopped")
 
     def readiness(self) -> tuple[bool, dict]:
-        running = sorted(k for k, p in self.children.items() if p.poll() is None)
-        return bool(self.held) and running == sorted(self.held), {
-            "shards": self.settings.shards, "held": sorted(self.held), "running": running}
+        running = {k: p.pid for k, p in self.children.items() if p.poll() is None}
+        return bool(self.held) and sorted(running) == sorted(self.held), {
+            "shards": self.settings.shards, "held": sorted(self.held),
+            "running": {str(k): pid for k, pid in sorted(running.items())}}
 
 
 def run_supervisor(settings: Settings) -> None:

@@ -30,8 +30,8 @@ from stream_app.engine import Engine
 from stream_app.store import WorkerStore
 from streamrec.control import ModelMessage, ReleaseMessage, parse_control, retrain_path
 from streamrec.delivery import DeliveringProducer
-from streamrec.errors import BrokerUnavailable, InvalidEvent, ModelStateError, StreamrecError
-from streamrec.kafka import consumer_config, end_offsets
+from streamrec.errors import InvalidEvent, ModelStateError, StreamrecError
+from streamrec.kafka import consumer_config
 from streamrec.replay import Record, read_topics
 from streamrec.schema import FALLBACK_KEY
 from streamrec.settings import Settings
@@ -98,8 +98,8 @@ class Worker:
             if replayed:
                 self.checkpoint()
         else:
-            self.bootstrap()
-            if self.sharded:
+            self.bootstrap()   # sharded: captured its users' history, cut at its checkpoint
+            if self.sharded and self.engine.cooc.capture is None:
                 self.engine.cooc.capture = DeltaBuffer()
         self._update_gauges()
         self.commit_group_offsets()
@@ -110,22 +110,19 @@ class Worker:
         from stream_app.retrain import replay_into_engine, snapshot_offsets, train_engine
 
         s = self.settings
+        if self.sharded:
+            self._check_first_life()
         snapshot = snapshot_offsets(s)
-        if self.sharded:   # the bootstrap reads every shard's events: their deltas so far
-            ends = end_offsets(s, [(s.item_deltas_topic, 0)])   # must not count twice
-            if ends is None:
-                raise BrokerUnavailable("could not read the end of the item deltas topic")
-            snapshot.update({f"{t}:{p}": off for (t, p), off in ends.items()})
         replayed = replay_into_engine(s, progress=self.progress, until_time=time.time())
         self.engine = replayed.engine
         for key, end in snapshot.items():  # older model announcements predate this bootstrap
-            if key.rpartition(":")[0] in (s.topic_control, s.item_deltas_topic) and end:
+            if key.rpartition(":")[0] == s.topic_control and end:
                 self.engine.offsets[key] = end
         for key, value, reason in replayed.invalid:
             self._publish_invalid_one(key, value, reason)
         if not len(replayed.users):
             log.info("bootstrap: no interactions yet, starting with a fresh padded model")
-            if replayed.records:
+            if replayed.records or self.sharded:   # a shard: a checkpoint before any delta
                 self.checkpoint()
             return
         log.info("bootstrap: %d records, %d interactions, %d users, %d items; training %d "
@@ -135,6 +132,22 @@ class Worker:
         self.publish_all()
         self.checkpoint()
 
+    def _check_first_life(self) -> None:
+        """A shard bootstraps on its own users' history and shares those counts as its first
+        deltas (the others' come from the deltas topic, from its beginning). A shard that
+        shared deltas before has lost its state dir: the other shards hold its counts
+        already, so bootstrapping it again would count them twice. Refuse, say what to do."""
+        s = self.settings
+        mine = str(s.shard).encode()
+        for chunk in read_topics(s, [s.item_deltas_topic], idle_s=0.2):
+            if any(rec.key == mine for rec in chunk):
+                raise ModelStateError(
+                    f"shard {s.shard} has no state in {s.state_dir} but shared item deltas "
+                    f"before (topic {s.item_deltas_topic}): its state dir was lost. Restore it "
+                    "from a backup, or rebuild every shard: stop the workers, delete every "
+                    f"{Path(s.state_dir).parent}/shard-* and the topic {s.item_deltas_topic}, "
+                    "start them again")
+
     def commit_group_offsets(self) -> None:
         """Tell the consumer group where our state is, so Faust does not re-read (and skip)
         everything from the beginning. Best effort: the skip by offset keeps it correct."""
@@ -142,7 +155,8 @@ class Worker:
         tps = []
         for key, off in engine.offsets.items():
             topic, _, part = key.rpartition(":")
-            tps.append(TopicPartition(topic, int(part), off))
+            if topic != CUT_TOPIC:   # a WAL-only sequence, no Kafka topic
+                tps.append(TopicPartition(topic, int(part), off))
         if not tps:
             return
         c = Consumer(consumer_config(s, s.worker_group))
@@ -243,27 +257,31 @@ class Worker:
         if self.sharded and time.monotonic() - self._last_cut >= self.settings.delta_interval_s:
             self.cut()
 
-    def cut(self) -> None:
-        """Turn the captured changes into the next delta: logged in the WAL first (a replay
-        empties the capture at the same place), then produced; kept in the outbox until the
-        broker acknowledges it."""
+    def cut(self, produce: bool = True) -> list[Record]:
+        """Turn the captured changes into the next deltas: logged in the WAL first (a replay
+        empties the capture at the same place), then produced (``produce``; else the caller
+        produces them); kept in the outbox until the broker acknowledges them."""
         self._last_cut = time.monotonic()
         capture = self.engine.cooc.capture if self.sharded else None
         if not capture:
-            return
+            return []
         shard = self.settings.shard
         seq = self.engine.offsets.get(Engine.tp_key(CUT_TOPIC, shard), 0)
-        rec = Record(CUT_TOPIC, shard, seq, None, capture.encode(self.engine.items, shard, seq),
-                     time.time())
-        self.store.append_wal([rec])
-        self._apply_cut(rec)
+        now = time.time()
+        recs = [Record(CUT_TOPIC, shard, seq + k, None, value, now)
+                for k, value in enumerate(capture.encode(self.engine.items, shard, seq))]
+        self.store.append_wal(recs)
+        for rec in recs:
+            self._apply_cut(rec, produce)
         self._dirty = True
+        return recs
 
-    def _apply_cut(self, rec: Record) -> None:
+    def _apply_cut(self, rec: Record, produce: bool = True) -> None:
         self.engine.advance(rec.topic, rec.partition, rec.offset)
         self.engine.cooc.capture.clear()
         self._outbox[rec.offset] = rec.value
-        self._produce_delta(rec.offset, rec.value)
+        if produce:
+            self._produce_delta(rec.offset, rec.value)
 
     def _produce_delta(self, seq: int, body: bytes) -> None:
         s = self.settings
@@ -556,10 +574,12 @@ class Worker:
         """Snapshot and write the state now. Lists are never behind it: those pending or
         not yet acknowledged are stored with it and republished after a restart."""
         self._finish_write(wait=True)
-        self.cut()
-        self.producer.flush(30)
+        cuts = self.cut(produce=False)   # produced once stored: a shard that bootstrapped
+        self.producer.flush(30)          # shares nothing before it has a checkpoint
         self.store.checkpoint(self.engine, full=full or self._force_full,
                               pending=self._unconfirmed(), outbox=dict(self._outbox))
+        for rec in cuts:
+            self._produce_delta(rec.offset, rec.value)
         self._force_full = False
         self._dirty = False     # written synchronously: everything applied is in it
         self._checkpointed(dict(self.engine.offsets))
