@@ -71,7 +71,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from consumers.partitioner import user_partition  # noqa: E402
 from stream_app.engine import Engine  # noqa: E402
 from stream_app.model import ARRAYS  # noqa: E402
-from streamrec_eval.adapters import BootstrapCache, EngineModel, engine_settings  # noqa: E402
+from streamrec_eval.adapters import (BootstrapCache, EngineModel,  # noqa: E402
+                                     bootstrap_engine, engine_settings)
 from streamrec_eval.prequential import run_prequential  # noqa: E402
 from streamrec_eval.stream import Events, Stream  # noqa: E402
 from streamrec.settings import Settings  # noqa: E402
@@ -147,8 +148,10 @@ class ShardedEngines:
                  clock: str = "rate", seed: int = 0, stream_seed: int | None = None,
                  boot: float | None = None, model_sync_s: float | None = None,
                  settings: Settings | None = None,
-                 cache: BootstrapCache | None = None, name: str | None = None) -> None:
+                 cache: BootstrapCache | None = None, name: str | None = None,
+                 as_built: bool = False) -> None:
         self.n = shards
+        self.as_built = as_built
         self.sync_s = sync_s
         self.model_sync_s = sync_s if model_sync_s is None else model_sync_s
         self.rate = rate
@@ -181,6 +184,9 @@ class ShardedEngines:
         through the shards (synced, not evaluated) before the test window."""
         stream = self.stream = events.stream
         warm_from = events.stop if self.boot is None else stream.split_index(self.boot)
+        if self.as_built and self.n > 1:
+            self._fit_as_built(stream, warm_from, events.stop)
+            return
         boot = self.cache.get(self.settings, stream.events(0, warm_from))
         # counts sized for every registered item up front (they grow lazily with the items
         # positives reach, differently per shard): equal shapes to merge, same scores
@@ -202,6 +208,42 @@ class ShardedEngines:
         self.apply_s, self.list_s = np.zeros(self.n), np.zeros(self.n)
         self.events = np.zeros(self.n, np.int64)
         for k in range(warm_from, events.stop):
+            self.update(stream.events(k, k + 1))
+
+    def _fit_as_built(self, stream: Stream, warm_from: int, stop: int) -> None:
+        """The sharded workers as built (``stream_app/shards.py``): each shard bootstraps on
+        its own users' share of the history (its own LightFM model, so the shards' latent
+        spaces differ and LightFM's item arrays are never merged), and only the counts and
+        the fallback are merged: the bootstraps' counts at once, then every sync."""
+        self.owner = np.array([user_partition(u, self.n) for u in stream.user_ids], np.int64)
+        boot_owner = self.owner[stream.users[:warm_from]]
+        self.models = []
+        for s in range(self.n):
+            m = EngineModel(self.settings, 1, name=f"shard {s}")
+            m.stream = stream
+            m.engine = bootstrap_engine(self.settings, stream.events(0, warm_from),
+                                        keep=boot_owner == s)
+            m.engine.cooc._ensure(m.engine.model.item_capacity)   # noqa: SLF001
+            m.engine.model.lightfm.random_state = np.random.RandomState(
+                1_000 * self.stream_seed + s)
+            self.models.append(m)
+        caps = {m.engine.model.item_capacity for m in self.models}
+        if len(caps) > 1:
+            raise SystemExit(f"shards bootstrapped to different item capacities {caps}")
+        self.base = {k: np.zeros_like(v) for k, v in item_state(self.models[0].engine).items()
+                     if not k.startswith("item_")}
+        self.model_sync_s = math.inf
+        recent = [r for m in self.models for r in m.engine.recent_positives]
+        maxlen = self.models[0].engine.recent_positives.maxlen
+        self.recent = deque(recent[-maxlen:], maxlen=maxlen)
+        self.start = warm_from
+        self.apply_s, self.list_s = np.zeros(self.n), np.zeros(self.n)
+        self.events = np.zeros(self.n, np.int64)
+        self.sync(counts=True, model=False)   # every shard's bootstrap counts, shared
+        self.syncs = 0
+        self.next_sync = self._time(warm_from) + self.sync_s
+        self.next_model_sync = math.inf
+        for k in range(warm_from, stop):
             self.update(stream.events(k, k + 1))
 
     def _time(self, k: int) -> float:
@@ -300,7 +342,8 @@ def paired_loss(base: np.ndarray, other: np.ndarray, draws: int = 2000,
 def run_grid(stream: Stream, shards: list[int], syncs: list[float], seeds: list[int],
              rate: float, rule: str, clock: str, cache: BootstrapCache,
              progress: bool, noise: bool = True, boot: float | None = None,
-             model_sync: float | None = None) -> list[dict[str, Any]]:
+             model_sync: float | None = None, as_built: bool = False
+             ) -> list[dict[str, Any]]:
     """One row per (seed, N, sync); N = 1 once per seed (it never syncs), and with
     ``noise`` N = 1 again with other random streams on the same bootstrap: the loss that
     training noise alone shows (row ``shards`` 0)."""
@@ -312,10 +355,12 @@ def run_grid(stream: Stream, shards: list[int], syncs: list[float], seeds: list[
             [(n, sync_s, seed) for n in shards if n > 1 for sync_s in syncs]
         for n, sync_s, stream_seed in configs:
             model = ShardedEngines(max(1, n), sync_s, rate, rule, clock, seed, stream_seed,
-                                   boot, model_sync, cache=cache)
+                                   boot, model_sync, cache=cache, as_built=as_built)
             t0 = time.perf_counter()
             res = run_prequential(model, stream, progress=progress)
             label = rule if model_sync is None else f"{rule}, model every {model_sync:g} s"
+            if as_built:
+                label = "as built: own bootstraps, counts only"
             row = {"seed": seed, "shards": n, "sync_s": sync_s, "rule": label,
                    "clock": clock if boot is None else f"{clock}, boot {boot:g}",
                    "rate": rate,
@@ -454,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-sync", type=float, default=None,
                    help="LightFM's item arrays merged at this period instead of --sync "
                         "(counts and the fallback keep --sync)")
+    p.add_argument("--as-built", action="store_true",
+                   help="the sharded workers as built: each shard bootstraps on its own "
+                        "users, only counts and the fallback are merged (never LightFM)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -461,8 +509,9 @@ def main(argv: list[str] | None = None) -> int:
     cache = BootstrapCache()
     t0 = time.perf_counter()
     rows = run_grid(stream, args.shards, args.sync, args.seeds, args.rate, "sum", "rate",
-                    cache, not args.no_progress, boot=args.boot, model_sync=args.model_sync)
-    if args.key_seeds and args.boot is None and args.model_sync is None:
+                    cache, not args.no_progress, boot=args.boot, model_sync=args.model_sync,
+                    as_built=args.as_built)
+    if args.key_seeds and args.boot is None and args.model_sync is None and not args.as_built:
         rows += run_grid(stream, [DECISION["shards"]], [DECISION["sync_s"]], args.key_seeds,
                          args.rate, "sum", "rate", cache, not args.no_progress)
     if args.mean_check:
@@ -480,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_sync is not None:
         name += f"-model{args.model_sync:g}"
     rule = "sum" if args.model_sync is None else f"sum, model every {args.model_sync:g} s"
+    if args.as_built:
+        name += "-asbuilt"
+        rule = "as built: own bootstraps, counts only"
     decision = decide(summary, clock, rule)
     if decision.get("decided"):
         print(f"\ndecision: loss at N = 4, sync 1 s = {decision['loss']:+.4f} hit@10 "

@@ -74,10 +74,13 @@ kept whatever their blend weights): a bootstrapped engine is shared across them,
 variants that differ only here are compared from the same bootstrap."""
 
 
-def bootstrap_engine(settings: Settings, events: Events, metadata: bool = True) -> Engine:
+def bootstrap_engine(settings: Settings, events: Events, metadata: bool = True,
+                     keep: np.ndarray | None = None) -> Engine:
     """An engine as the worker's ``bootstrap()`` leaves it: metadata of every user and item
     (the MovieLens replay sends it first), the events applied untrained, then one full fit
-    of ``settings.epochs_bootstrap`` epochs."""
+    of ``settings.epochs_bootstrap`` epochs. ``keep``: only these events (a boolean mask
+    over ``events``: a shard's bootstrap on its own users' share; every item of the stream
+    is registered first, so that shards' item rows line up)."""
     engine = Engine(settings)
     stream = events.stream
     if metadata:
@@ -89,8 +92,13 @@ def bootstrap_engine(settings: Settings, events: Events, metadata: bool = True) 
             feats = stream.item_features.get(iid)
             if feats:
                 engine.apply_item_features(iid, feats)
-    if len(events):
-        engine.apply_interactions(events.interactions(), train=False)
+    evs = events.interactions() if len(events) else []
+    if keep is not None:   # every item registered first, in stream order: the same rows in
+        evs = [ev for ev, k in zip(evs, keep.tolist()) if k]   # every shard's engine
+        engine.items.assign_many(stream.item_ids)
+        engine._grow()   # noqa: SLF001
+    if evs:
+        engine.apply_interactions(evs, train=False)
         u, i, v = engine.last_batch_arrays
         engine.fit_all(settings.epochs_bootstrap, u, i, v)
     return engine
