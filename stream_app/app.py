@@ -127,6 +127,7 @@ def create_app(settings: Settings, worker: Worker,
     @app.timer(interval=1.0)
     @recorded
     async def checkpoint_when_due() -> None:
+        worker.maybe_cut()   # sharded: an idle shard's last events reach the others too
         worker.maybe_checkpoint()
         worker.watch_producer()
 
