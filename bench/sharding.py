@@ -230,6 +230,9 @@ class ShardedEngines:
         caps = {m.engine.model.item_capacity for m in self.models}
         if len(caps) > 1:
             raise SystemExit(f"shards bootstrapped to different item capacities {caps}")
+        counts_cap = max(m.engine.cooc.capacity for m in self.models)
+        for m in self.models:   # the counts grow by their own steps: equal shapes to merge
+            m.engine.cooc._ensure(counts_cap)   # noqa: SLF001
         self.base = {k: np.zeros_like(v) for k, v in item_state(self.models[0].engine).items()
                      if not k.startswith("item_")}
         self.model_sync_s = math.inf
@@ -511,9 +514,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_grid(stream, args.shards, args.sync, args.seeds, args.rate, "sum", "rate",
                     cache, not args.no_progress, boot=args.boot, model_sync=args.model_sync,
                     as_built=args.as_built)
-    if args.key_seeds and args.boot is None and args.model_sync is None and not args.as_built:
+    if args.key_seeds and args.boot is None and args.model_sync is None:
         rows += run_grid(stream, [DECISION["shards"]], [DECISION["sync_s"]], args.key_seeds,
-                         args.rate, "sum", "rate", cache, not args.no_progress)
+                         args.rate, "sum", "rate", cache, not args.no_progress,
+                         as_built=args.as_built)
     if args.mean_check:
         rows += run_grid(stream, [4], [s for s in args.sync if s in (0.1, 1.0, 10.0)],
                          [args.seeds[0]], args.rate, "mean", "rate", BootstrapCache(),
