@@ -133,6 +133,30 @@ class PaddedLightFM:
         self._item_reps = None
         log.info("grew %s capacity to %d rows (no retrain)", side, new_capacity)
 
+    def keep_users(self, rows: np.ndarray, capacity: int) -> "PaddedLightFM":
+        """A copy with only these user rows (renumbered 0..len(rows)-1, then fresh padding
+        up to ``capacity``) and every item row: a shard's share of a model trained on every
+        user, so that every shard starts in the same latent space."""
+        rows = np.asarray(rows, np.int64)
+        out = PaddedLightFM(self.params, capacity, self.item_capacity)
+        b = self.users.buckets
+        m, o = self.lightfm, out.lightfm
+        for a in ARRAYS:
+            src, dst = getattr(m, f"user_{a}"), getattr(o, f"user_{a}")
+            dst[:b] = src[:b]                           # hashed metadata columns
+            dst[b:b + len(rows)] = src[b + rows]         # identity columns of kept users
+            setattr(o, f"item_{a}", getattr(m, f"item_{a}").copy())
+        o.random_state.set_state(m.random_state.get_state())
+        for new, old in enumerate(rows.tolist()):
+            features = self.users.get(old)
+            if features:
+                out.users.set(new, features)
+        for r, features in self.items.items():
+            out.items.set(r, features)
+        out.users.dirty_rows.clear()
+        out.items.dirty_rows.clear()
+        return out
+
     # ----------------------------------------------------------------- training
     def interactions_matrix(self, user_rows: np.ndarray, item_rows: np.ndarray,
                             values: np.ndarray) -> tuple[sp.coo_matrix, sp.coo_matrix]:

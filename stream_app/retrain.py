@@ -51,7 +51,7 @@ def replay_into_engine(settings: Settings, since: float | None = None, progress:
     engine = Engine(settings)
     topics = [settings.topic_users, settings.topic_items, settings.topic_interactions,
               settings.topic_released]
-    shard = settings.shard if settings.shards > 1 else -1
+    shard = settings.shard if settings.shards > 1 and settings.shard_bootstrap == "own" else -1
     if shard >= 0:   # a shard's bootstrap: its users only, their counts captured to share
         from stream_app.deltas import DeltaBuffer
         from stream_app.shards import user_topics

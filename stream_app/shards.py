@@ -30,9 +30,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from consumers.partitioner import user_partition
 from stream_app import metrics
+from stream_app.deltas import DeltaBuffer
+from stream_app.engine import Engine
+from stream_app.model import padded_capacity
+from stream_app.registry import IdRegistry
 from streamrec.errors import BrokerUnavailable, ConfigError
 from streamrec.kafka import consumer_config
 from streamrec.settings import Settings
@@ -85,6 +91,42 @@ def shard_assignment(settings: Settings, consumer: Consumer, topics: list[str]
 
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl   # resolved here: the forked child
 _PR_SET_PDEATHSIG = 1                                # must not take the loader's locks
+
+
+def own_share(full: Engine, applied_rows: np.ndarray, settings: Settings,
+              partitions: int) -> Engine:
+    """Shard ``settings.shard``'s part of an engine bootstrapped on every user (see
+    ``shard_bootstrap``): its users (those whose id hashes to one of its ``interactions``
+    partitions, as every producer of ours keys them), their model rows, seen items and
+    histories, every item; its counts rebuilt from its users' histories and captured, so
+    they go out as its first deltas (the other shards add theirs). The model's item side,
+    the fallback's recent positives, the dedup ids and the guard are kept whole: every
+    shard computed the same. ``applied_rows``: the user row of every event applied."""
+    n = settings.shards
+    ids = full.users.ids
+    keep = np.array([r for r, uid in enumerate(ids)
+                     if user_partition(uid, partitions) % n == settings.shard], np.int64)
+    s = settings
+    capacity = padded_capacity(len(keep), s.padding_fraction, s.padding_min)
+    e = Engine(s, model=full.model.keep_users(keep, capacity),
+               users=IdRegistry(ids[r] for r in keep.tolist()), items=full.items,
+               created=full.created)
+    e.users.reset_persisted()   # new to the store: its first checkpoint writes them
+    e.batch_seq = full.batch_seq
+    e.n_applied = int(np.isin(applied_rows, keep).sum())
+    theirs = set(user_topics(s))
+    e.offsets = {k: v for k, v in full.offsets.items()
+                 if k.rpartition(":")[0] not in theirs or int(k.rpartition(":")[2]) % n
+                 == s.shard}
+    e.dedup = full.dedup
+    e.recent_positives, e.popularity = full.recent_positives, full.popularity
+    e.guard = full.guard
+    new_rows = list(range(len(keep)))
+    e.seen.load(new_rows, [full.seen[r] for r in keep.tolist()])
+    e.cooc.capture = DeltaBuffer()
+    e.cooc.load_histories({k: full.cooc.history[r] for k, r in enumerate(keep.tolist())})
+    e.dirty_users = set(new_rows)
+    return e
 
 
 def _die_with_parent() -> None:

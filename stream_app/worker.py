@@ -30,9 +30,9 @@ from stream_app.engine import Engine
 from stream_app.store import WorkerStore
 from streamrec.control import ModelMessage, ReleaseMessage, parse_control, retrain_path
 from streamrec.delivery import DeliveringProducer
-from streamrec.errors import InvalidEvent, ModelStateError, StreamrecError
+from streamrec.errors import BrokerUnavailable, InvalidEvent, ModelStateError, StreamrecError
 from streamrec.kafka import consumer_config
-from streamrec.replay import Record, read_topics
+from streamrec.replay import Record, read_topics, topic_partitions
 from streamrec.schema import FALLBACK_KEY
 from streamrec.settings import Settings
 
@@ -129,6 +129,13 @@ class Worker:
                  "epochs", replayed.records, len(replayed.users), len(self.engine.users),
                  len(self.engine.items), s.epochs_bootstrap)
         train_engine(s, replayed, progress=self.progress)
+        if self.sharded and s.shard_bootstrap == "all":
+            from stream_app.shards import own_share
+
+            self.engine = own_share(replayed.engine, replayed.users, s,
+                                    self._partitions(s.topic_interactions))
+            log.info("bootstrap: shard %d keeps %d of the %d users", s.shard,
+                     len(self.engine.users), len(replayed.engine.users))
         self.publish_all()
         self.checkpoint()
 
@@ -147,6 +154,16 @@ class Worker:
                     "from a backup, or rebuild every shard: stop the workers, delete every "
                     f"{Path(s.state_dir).parent}/shard-* and the topic {s.item_deltas_topic}, "
                     "start them again")
+
+    def _partitions(self, topic: str) -> int:
+        c = Consumer(consumer_config(self.settings, "streamrec-metadata"))
+        try:
+            parts = topic_partitions(c, topic)
+        finally:
+            c.close()
+        if not parts:
+            raise BrokerUnavailable(f"topic {topic} not available yet")
+        return len(parts)
 
     def commit_group_offsets(self) -> None:
         """Tell the consumer group where our state is, so Faust does not re-read (and skip)
