@@ -149,9 +149,9 @@ class ShardedEngines:
                  boot: float | None = None, model_sync_s: float | None = None,
                  settings: Settings | None = None,
                  cache: BootstrapCache | None = None, name: str | None = None,
-                 as_built: bool = False) -> None:
+                 own_boot: bool = False) -> None:
         self.n = shards
-        self.as_built = as_built
+        self.own_boot = own_boot
         self.sync_s = sync_s
         self.model_sync_s = sync_s if model_sync_s is None else model_sync_s
         self.rate = rate
@@ -184,8 +184,8 @@ class ShardedEngines:
         through the shards (synced, not evaluated) before the test window."""
         stream = self.stream = events.stream
         warm_from = events.stop if self.boot is None else stream.split_index(self.boot)
-        if self.as_built and self.n > 1:
-            self._fit_as_built(stream, warm_from, events.stop)
+        if self.own_boot and self.n > 1:
+            self._fit_own_boot(stream, warm_from, events.stop)
             return
         boot = self.cache.get(self.settings, stream.events(0, warm_from))
         # counts sized for every registered item up front (they grow lazily with the items
@@ -210,11 +210,12 @@ class ShardedEngines:
         for k in range(warm_from, events.stop):
             self.update(stream.events(k, k + 1))
 
-    def _fit_as_built(self, stream: Stream, warm_from: int, stop: int) -> None:
-        """The sharded workers as built (``stream_app/shards.py``): each shard bootstraps on
-        its own users' share of the history (its own LightFM model, so the shards' latent
-        spaces differ and LightFM's item arrays are never merged), and only the counts and
-        the fallback are merged: the bootstraps' counts at once, then every sync."""
+    def _fit_own_boot(self, stream: Stream, warm_from: int, stop: int) -> None:
+        """Sharded workers with ``shard_bootstrap="own"`` (``stream_app/shards.py``): each
+        shard bootstraps on its own users' share of the history (its own LightFM model, so
+        the shards' latent spaces differ and LightFM's item arrays are never merged), and only
+        the counts and the fallback are merged: the bootstraps' counts at once, then every
+        sync."""
         self.owner = np.array([user_partition(u, self.n) for u in stream.user_ids], np.int64)
         boot_owner = self.owner[stream.users[:warm_from]]
         self.models = []
@@ -345,7 +346,7 @@ def paired_loss(base: np.ndarray, other: np.ndarray, draws: int = 2000,
 def run_grid(stream: Stream, shards: list[int], syncs: list[float], seeds: list[int],
              rate: float, rule: str, clock: str, cache: BootstrapCache,
              progress: bool, noise: bool = True, boot: float | None = None,
-             model_sync: float | None = None, as_built: bool = False
+             model_sync: float | None = None, own_boot: bool = False
              ) -> list[dict[str, Any]]:
     """One row per (seed, N, sync); N = 1 once per seed (it never syncs), and with
     ``noise`` N = 1 again with other random streams on the same bootstrap: the loss that
@@ -358,12 +359,12 @@ def run_grid(stream: Stream, shards: list[int], syncs: list[float], seeds: list[
             [(n, sync_s, seed) for n in shards if n > 1 for sync_s in syncs]
         for n, sync_s, stream_seed in configs:
             model = ShardedEngines(max(1, n), sync_s, rate, rule, clock, seed, stream_seed,
-                                   boot, model_sync, cache=cache, as_built=as_built)
+                                   boot, model_sync, cache=cache, own_boot=own_boot)
             t0 = time.perf_counter()
             res = run_prequential(model, stream, progress=progress)
             label = rule if model_sync is None else f"{rule}, model every {model_sync:g} s"
-            if as_built:
-                label = "as built: own bootstraps, counts only"
+            if own_boot:
+                label = "own bootstraps, counts only"
             row = {"seed": seed, "shards": n, "sync_s": sync_s, "rule": label,
                    "clock": clock if boot is None else f"{clock}, boot {boot:g}",
                    "rate": rate,
@@ -502,9 +503,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-sync", type=float, default=None,
                    help="LightFM's item arrays merged at this period instead of --sync "
                         "(counts and the fallback keep --sync)")
-    p.add_argument("--as-built", action="store_true",
-                   help="the sharded workers as built: each shard bootstraps on its own "
-                        "users, only counts and the fallback are merged (never LightFM)")
+    p.add_argument("--own-bootstrap", action="store_true",
+                   help="sharded workers with shard_bootstrap=own: each shard bootstraps on "
+                        "its own users, only counts and the fallback are merged (never "
+                        "LightFM). shard_bootstrap=all (the default) is --model-sync inf: "
+                        "every shard starts from the full bootstrap, LightFM never merged")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -513,11 +516,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows = run_grid(stream, args.shards, args.sync, args.seeds, args.rate, "sum", "rate",
                     cache, not args.no_progress, boot=args.boot, model_sync=args.model_sync,
-                    as_built=args.as_built)
+                    own_boot=args.own_bootstrap)
     if args.key_seeds and args.boot is None and args.model_sync is None:
         rows += run_grid(stream, [DECISION["shards"]], [DECISION["sync_s"]], args.key_seeds,
                          args.rate, "sum", "rate", cache, not args.no_progress,
-                         as_built=args.as_built)
+                         own_boot=args.own_bootstrap)
     if args.mean_check:
         rows += run_grid(stream, [4], [s for s in args.sync if s in (0.1, 1.0, 10.0)],
                          [args.seeds[0]], args.rate, "mean", "rate", BootstrapCache(),
@@ -533,9 +536,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_sync is not None:
         name += f"-model{args.model_sync:g}"
     rule = "sum" if args.model_sync is None else f"sum, model every {args.model_sync:g} s"
-    if args.as_built:
-        name += "-asbuilt"
-        rule = "as built: own bootstraps, counts only"
+    if args.own_bootstrap:
+        name += "-ownboot"
+        rule = "own bootstraps, counts only"
     decision = decide(summary, clock, rule)
     if decision.get("decided"):
         print(f"\ndecision: loss at N = 4, sync 1 s = {decision['loss']:+.4f} hit@10 "

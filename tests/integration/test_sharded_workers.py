@@ -1,6 +1,6 @@
 """User-sharded workers on Apache Kafka (docs/scaling.md, "Sharded workers"): two
-supervisors share two shards through the lease group (each bootstraps on its users' share
-of a history already in the topic); one supervisor is killed with -9
+supervisors share two shards through the lease group (each bootstraps on a history already
+in the topic and keeps its users); one supervisor is killed with -9
 mid-stream (its shard moves to the other, which restores it from the shared state dir),
 then one shard process is killed with -9 (its supervisor starts it again). Afterwards every
 produced event was applied exactly once across the shards, and each shard's item-side
@@ -125,8 +125,8 @@ def test_sharded_workers_lose_and_double_nothing_through_kill_9(sharded: Setting
                                                                 tmp_path: Path) -> None:
     s = sharded
     evs = events()
-    with EventProducer(s) as p:   # a history first: each shard bootstraps on its users'
-        for ev in evs[:HISTORY]:  # share of it and shares those counts as its first deltas
+    with EventProducer(s) as p:   # a history first: each shard bootstraps on it, keeps its
+        for ev in evs[:HISTORY]:  # users and shares their counts as its first deltas
             p.send(ev)
     bases = [free_port(), free_port()]
     sups = [Proc(["worker", "--no-progress"], s.model_copy(update={"worker_metrics_port": b}),

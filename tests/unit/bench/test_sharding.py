@@ -76,8 +76,8 @@ def test_mean_rule_averages_the_shards() -> None:
                                (after["cooc_counts"] + base["cooc_counts"]) / 2)
 
 
-def test_as_built_shards_start_with_every_shards_bootstrap_counts() -> None:
-    """--as-built: each shard bootstraps on its own users, then the bootstraps' counts are
+def test_own_bootstrap_shards_start_with_every_shards_bootstrap_counts() -> None:
+    """--own-bootstrap: each shard bootstraps on its own users, then the bootstraps' counts are
     merged at once: every shard counts what one engine bootstrapped on everything counts,
     while its LightFM model saw only its users."""
     rng = np.random.default_rng(0)
@@ -86,7 +86,7 @@ def test_as_built_shards_start_with_every_shards_bootstrap_counts() -> None:
     items = [f"i{k}" for k in rng.integers(0, 25, n)]
     stream = Stream.from_triples(users, items, np.full(n, 5.0))
     s = engine_settings(padding_min=20, epochs_bootstrap=1)
-    sharded = ShardedEngines(2, 1.0, settings=s, as_built=True)
+    sharded = ShardedEngines(2, 1.0, settings=s, own_boot=True)
     sharded.fit_initial(stream.events(0, n))
     one = bootstrap_engine(s, stream.events(0, n), keep=np.ones(n, bool))
     want = item_state(one)
