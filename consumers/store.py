@@ -2,29 +2,17 @@
 
 Lists and offsets are written in one ``WriteBatch``, so after a restart the store resumes
 exactly where its content ends.
-
-Without RocksDB's write-ahead log: the store is a copy of a compacted topic, and the offsets
-travel in the same batches as the lists, so whatever a crash keeps is a consistent prefix
-(a memtable is flushed whole), and what it loses is read again from Kafka. The memtable is
-flushed in the background every :data:`FLUSH_S`, so a ``kill -9`` loses about that much.
-Why: every WAL append is a ``write()`` that the kernel may throttle while another process
-fills the disk (the worker's checkpoints), and it ran on the consumer thread holding the
-interpreter lock, in front of every HTTP answer (docs/reliability.md).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import Options, Rdict, WriteBatch
 
 _OFFSETS = b"\x00meta:offsets"
-_NO_WAL = WriteOptions()
-_NO_WAL.disable_wal = True
-FLUSH_S = 1.0
 
 
 class ListStore:
@@ -35,7 +23,6 @@ class ListStore:
         opts.create_if_missing(True)
         self.db = Rdict(str(path / "lists.rdb"), opts)
         self._watchers: list[Callable[[list[bytes]], None]] = []
-        self._flushed = time.monotonic()
 
     def on_change(self, watcher: Callable[[list[bytes]], None]) -> None:
         """Call ``watcher(keys)`` after every ``apply`` with the user ids it wrote or deleted.
@@ -64,10 +51,7 @@ class ListStore:
             else:
                 wb.put(b"l:" + key, value)
         wb.put(_OFFSETS, orjson.dumps(offsets))
-        self.db.write(wb, _NO_WAL)
-        if time.monotonic() - self._flushed >= FLUSH_S:
-            self._flushed = time.monotonic()
-            self.db.flush(wait=False)   # background threads write it, without the GIL
+        self.db.write(wb)
         if self._watchers:
             keys = [key for key, _ in records]
             for watcher in self._watchers:
@@ -82,5 +66,4 @@ class ListStore:
         return n
 
     def close(self) -> None:
-        self.db.flush(wait=True)   # no WAL: what is not flushed would be read again
         self.db.close()
