@@ -3,8 +3,10 @@ supervisors share two shards through the lease group (each bootstraps on a histo
 in the topic and keeps its users); one supervisor is killed with -9
 mid-stream (its shard moves to the other, which restores it from the shared state dir),
 then one shard process is killed with -9 (its supervisor starts it again). Afterwards every
-produced event was applied exactly once across the shards, and each shard's item-side
-counts equal one worker's counts over all events: no delta lost or applied twice."""
+produced event is in its shard's state and the shards applied exactly as many events as were
+produced (nothing lost, nothing twice), every streamed user's newest list reached the lookup,
+and each shard's item-side counts equal one worker's counts over all events: no delta lost
+or applied twice."""
 
 from __future__ import annotations
 
@@ -27,7 +29,9 @@ from streamrec.broker import ensure_topics
 from streamrec.broker.base import free_port
 from streamrec.schema import validate_interaction
 from streamrec.settings import Settings
-from tests.integration.processes import Proc, metric, wait_until
+from consumers.partitioner import user_partition
+from tests.chaos.harness import lists_check
+from tests.integration.processes import Proc, metric, start_lookup, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 
@@ -72,6 +76,7 @@ class Stream(threading.Thread):
         super().__init__(daemon=True)
         self.s, self.evs, self.sent = s, evs, 0
         self.error: BaseException | None = None
+        self.last_sent: dict[str, float] = {}     # user -> when their last event was sent
 
     def run(self) -> None:
         try:
@@ -82,6 +87,7 @@ class Stream(threading.Thread):
                     if delay > 0:
                         time.sleep(delay)
                     p.send(ev)
+                    self.last_sent[ev["user_id"]] = time.time()
                     self.sent = k + 1
         except BaseException as exc:   # noqa: BLE001 - reported by the test
             self.error = exc
@@ -129,6 +135,7 @@ def test_sharded_workers_lose_and_double_nothing_through_kill_9(sharded: Setting
         for ev in evs[:HISTORY]:  # users and shares their counts as its first deltas
             p.send(ev)
     bases = [free_port(), free_port()]
+    lookup = start_lookup(s, tmp_path)
     sups = [Proc(["worker", "--no-progress"], s.model_copy(update={"worker_metrics_port": b}),
                  tmp_path / f"supervisor-{k}.log").start() for k, b in enumerate(bases)]
     try:
@@ -158,8 +165,10 @@ def test_sharded_workers_lose_and_double_nothing_through_kill_9(sharded: Setting
         dup = sum(shard_metric(bases, k, "streamrec_worker_item_deltas_total",
                                '{outcome="applied"}') for k in range(SHARDS))
         assert dup > 0
+        # every streamed user's newest list, published after their last event, is served
+        assert lists_check(s, stream) == []
     finally:
-        for p in sups:
+        for p in (*sups, lookup):
             p.stop()
     assert survivor.p.returncode == 0, survivor.log()[-3000:]
     want = reference(evs, s)
@@ -171,6 +180,11 @@ def test_sharded_workers_lose_and_double_nothing_through_kill_9(sharded: Setting
             got, _ = store.load(s.model_copy(update={"shard": k}))
         finally:
             store.close()
+        mine = [e for e in evs if user_partition(e["user_id"], 2 * SHARDS) % SHARDS == k]
+        rows = np.array([got.users.get(e["user_id"]) for e in mine])
+        cols = np.array([got.items.get(e["item_id"]) for e in mine])
+        assert (rows != None).all() and got.seen.contains(rows.astype(np.int64),  # noqa: E711
+                                                          cols.astype(np.int64)).all()
         c, p, t = counts_by_id(got, ids)
         np.testing.assert_allclose(c, w_c, err_msg=f"shard {k}: item positives")
         np.testing.assert_allclose(p, w_p, err_msg=f"shard {k}: co-occurrence pairs")
