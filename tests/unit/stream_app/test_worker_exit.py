@@ -34,6 +34,9 @@ class FakeWorker:
         self.on_checkpoint = None
         self.lag = None
 
+    def maybe_cut(self) -> None:
+        pass
+
     def maybe_checkpoint(self) -> None:
         if self.fail is not None:
             raise self.fail
