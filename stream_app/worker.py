@@ -98,7 +98,7 @@ class Worker:
             if replayed:
                 self.checkpoint()
         else:
-            self.bootstrap()   # sharded: captured its users' history, cut at its checkpoint
+            self.bootstrap()   # sharded: its users' counts captured, cut at its checkpoint
             if self.sharded and self.engine.cooc.capture is None:
                 self.engine.cooc.capture = DeltaBuffer()
         self._update_gauges()
@@ -140,10 +140,10 @@ class Worker:
         self.checkpoint()
 
     def _check_first_life(self) -> None:
-        """A shard bootstraps on its own users' history and shares those counts as its first
-        deltas (the others' come from the deltas topic, from its beginning). A shard that
-        shared deltas before has lost its state dir: the other shards hold its counts
-        already, so bootstrapping it again would count them twice. Refuse, say what to do."""
+        """A bootstrapping shard shares its users' counts as its first deltas (the others'
+        come from the deltas topic, from its beginning). A shard that shared deltas before
+        has lost its state dir: the other shards hold its counts already, so bootstrapping
+        it again would count them twice. Refuse, say what to do."""
         s = self.settings
         mine = str(s.shard).encode()
         for chunk in read_topics(s, [s.item_deltas_topic], idle_s=0.2):
