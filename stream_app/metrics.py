@@ -83,4 +83,7 @@ DELTAS = Counter("streamrec_worker_item_deltas_total",
                  "applied / duplicate: other shards'; refused: invalid or forged, to the "
                  "dead-letter topic)", ["outcome"])
 SHARDS = Gauge("streamrec_worker_shards_running",
-               "Sharded workers: shards this supervisor runs now (leases held)")
+               "Sharded workers: shard processes this supervisor runs now")
+SHARDS_TOTAL = Gauge("streamrec_worker_shards",
+                     "Sharded workers: shards of the deployment (STREAMREC_SHARDS); an alert "
+                     "compares it with the shards running over all supervisors")

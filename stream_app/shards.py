@@ -159,11 +159,9 @@ class Supervisor:
         self.children[shard] = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
         log.info("shard %d: started (pid %d, state dir %s)", shard, self.children[shard].pid,
                  shard_dir(s, shard))
-        metrics.SHARDS.set(len(self.children))
 
     def _stop_child(self, shard: int) -> None:
         proc = self.children.pop(shard, None)
-        metrics.SHARDS.set(len(self.children))
         if proc is None or proc.poll() is not None:
             return
         proc.terminate()
@@ -177,7 +175,10 @@ class Supervisor:
         log.info("shard %d: stopped (exit %s)", shard, proc.returncode)
 
     def _watch(self) -> None:
-        """Start the held shards that are not running (with backoff after a failure)."""
+        """Start the held shards that are not running (with backoff after a failure);
+        keep the gauges current (a supervisor is ready when every shard it holds runs, so
+        one that holds none, a standby, is ready too)."""
+        self._gauges()
         now = time.monotonic()
         for shard in sorted(self.held):
             proc = self.children.get(shard)
@@ -244,9 +245,18 @@ class Supervisor:
             consumer.close()
             log.info("supervisor stopped")
 
+    def _running(self) -> dict[int, int]:
+        return {k: p.pid for k, p in self.children.items() if p.poll() is None}
+
+    def _gauges(self) -> None:
+        running = self._running()
+        metrics.SHARDS.set(len(running))
+        metrics.SHARDS_TOTAL.set(self.settings.shards)
+        metrics.READY.set(1 if sorted(running) == sorted(self.held) else 0)
+
     def readiness(self) -> tuple[bool, dict]:
-        running = {k: p.pid for k, p in self.children.items() if p.poll() is None}
-        return bool(self.held) and sorted(running) == sorted(self.held), {
+        running = self._running()
+        return sorted(running) == sorted(self.held), {
             "shards": self.settings.shards, "held": sorted(self.held),
             "running": {str(k): pid for k, pid in sorted(running.items())}}
 

@@ -153,6 +153,11 @@ def test_sharded_workers_lose_and_double_nothing_through_kill_9(sharded: Setting
         for k in range(SHARDS):
             wait_until(lambda k=k: _answers(bases[1 - victim] + 1 + k), START_S,
                        f"shard {k} taken over by the other supervisor", procs=(survivor,))
+        other = bases[1 - victim]   # the survivor says it runs both, and is ready
+        wait_until(lambda: metric(other, "streamrec_worker_shards_running") == SHARDS and
+                   metric(other, "streamrec_worker_ready") == 1 and
+                   metric(other, "streamrec_worker_shards") == SHARDS, 30,
+                   "the survivor's gauges", procs=(survivor,))
         wait_until(lambda: stream.sent >= 2 * (EVENTS - HISTORY) // 3, 60, "two thirds sent")
         # kill -9 one shard process: its supervisor starts it again
         os.kill(_pid_of(bases[1 - victim], 0), signal.SIGKILL)
