@@ -42,13 +42,18 @@ def worker(bootstrap_servers: Bootstrap = None, state_dir: StateDir = None,
                help="seconds to wait for a batch to fill")] = None,
            no_progress: Annotated[bool, typer.Option(
                "--no-progress", help="no progress bars")] = False,
+           shards: Annotated[Optional[int], typer.Option(
+               min=1, help="user-sharded workers: this process supervises the shards the "
+               "consumer group gives it; every worker of the deployment uses the same number "
+               "and a STATE_DIR they all reach (docs/scaling.md) [default: 1]")] = None,
            loss: LossOption = None, verbose: Verbose = False) -> None:
     """The stream worker: micro-batched fit_partial and top-N refresh."""
     from stream_app.app import run_worker
 
     setup_logging(verbose)
     s = settings_from(bootstrap_servers, state_dir, max_batch=max_batch,
-                      batch_window_s=batch_window, loss=loss.value if loss else None)
+                      batch_window_s=batch_window, loss=loss.value if loss else None,
+                      shards=shards)
     level = "DEBUG" if verbose else os.environ.get("STREAMREC_LOG_LEVEL", "INFO").upper()
     run_worker(s, progress=not no_progress, loglevel=level)
 
