@@ -136,7 +136,9 @@ def test_sharded_workers_lose_and_double_nothing_through_kill_9(sharded: Setting
             p.send(ev)
     bases = [free_port(), free_port()]
     lookup = start_lookup(s, tmp_path)
-    sups = [Proc(["worker", "--no-progress"], s.model_copy(update={"worker_metrics_port": b}),
+    # the second supervisor gets its shard count from the flag, not the environment
+    sups = [Proc(["worker", "--no-progress", *(["--shards", str(SHARDS)] if k else [])],
+                 s.model_copy(update={"worker_metrics_port": b, "shards": 1 if k else SHARDS}),
                  tmp_path / f"supervisor-{k}.log").start() for k, b in enumerate(bases)]
     try:
         for k in range(SHARDS):
