@@ -179,76 +179,67 @@ class ShardedEngines:
         self.events = np.zeros(0, np.int64)
 
     def fit_initial(self, events: Events) -> None:
-        """Shards from one bootstrapped engine; with ``boot`` the bootstrap covers only
-        that fraction of the stream, and the events from there to the split are streamed
-        through the shards (synced, not evaluated) before the test window."""
+        """Shards from one bootstrapped engine (or, with ``own_boot``, each from its own
+        users' share); with ``boot`` the bootstrap covers only that fraction of the stream,
+        and the events from there to the split are streamed through the shards (synced, not
+        evaluated) before the test window."""
         stream = self.stream = events.stream
         warm_from = events.stop if self.boot is None else stream.split_index(self.boot)
-        if self.own_boot and self.n > 1:
-            self._fit_own_boot(stream, warm_from, events.stop)
-            return
+        self.owner = np.array([user_partition(u, self.n) for u in stream.user_ids], np.int64)
+        own = self.own_boot and self.n > 1
+        engines = (self._own_boot_engines if own else self._shared_boot_engines)(
+            stream, warm_from)
+        self.models = []
+        for s, engine in enumerate(engines):
+            m = EngineModel(self.settings, 1, name=f"shard {s}")
+            m.stream, m.engine = stream, engine
+            m.engine.model.lightfm.random_state = np.random.RandomState(
+                1_000 * self.stream_seed + s)
+            self.models.append(m)
+        self.start = warm_from
+        self.apply_s, self.list_s = np.zeros(self.n), np.zeros(self.n)
+        self.events = np.zeros(self.n, np.int64)
+        if own:
+            self.sync(counts=True, model=False)   # every shard's bootstrap counts, shared
+            self.syncs = 0
+        self.next_sync = self._time(warm_from) + self.sync_s
+        self.next_model_sync = self._time(warm_from) + self.model_sync_s
+        for k in range(warm_from, events.stop):
+            self.update(stream.events(k, k + 1))
+
+    def _shared_boot_engines(self, stream: Stream, warm_from: int) -> list[Engine]:
+        """Copies of one engine bootstrapped on every user (``shard_bootstrap="all"``)."""
         boot = self.cache.get(self.settings, stream.events(0, warm_from))
         # counts sized for every registered item up front (they grow lazily with the items
         # positives reach, differently per shard): equal shapes to merge, same scores
         boot.cooc._ensure(boot.model.item_capacity)
-        self.owner = np.array([user_partition(u, self.n) for u in stream.user_ids], np.int64)
-        self.models = []
-        for s in range(self.n):
-            m = EngineModel(self.settings, 1, name=f"shard {s}")
-            m.stream, m.engine = stream, (boot if s == 0 else copy.deepcopy(boot))
-            m.engine.model.lightfm.random_state = np.random.RandomState(
-                1_000 * self.stream_seed + s)
-            self.models.append(m)
         if self.n > 1:
             self.base = {k: v.copy() for k, v in item_state(boot).items()}
         self.recent = deque(boot.recent_positives, maxlen=boot.recent_positives.maxlen)
-        self.start = warm_from
-        self.next_sync = self._time(warm_from) + self.sync_s
-        self.next_model_sync = self._time(warm_from) + self.model_sync_s
-        self.apply_s, self.list_s = np.zeros(self.n), np.zeros(self.n)
-        self.events = np.zeros(self.n, np.int64)
-        for k in range(warm_from, events.stop):
-            self.update(stream.events(k, k + 1))
+        return [boot] + [copy.deepcopy(boot) for _ in range(1, self.n)]
 
-    def _fit_own_boot(self, stream: Stream, warm_from: int, stop: int) -> None:
+    def _own_boot_engines(self, stream: Stream, warm_from: int) -> list[Engine]:
         """Sharded workers with ``shard_bootstrap="own"`` (``stream_app/shards.py``): each
         shard bootstraps on its own users' share of the history (its own LightFM model, so
         the shards' latent spaces differ and LightFM's item arrays are never merged), and only
         the counts and the fallback are merged: the bootstraps' counts at once, then every
         sync."""
-        self.owner = np.array([user_partition(u, self.n) for u in stream.user_ids], np.int64)
         boot_owner = self.owner[stream.users[:warm_from]]
-        self.models = []
-        for s in range(self.n):
-            m = EngineModel(self.settings, 1, name=f"shard {s}")
-            m.stream = stream
-            m.engine = bootstrap_engine(self.settings, stream.events(0, warm_from),
-                                        keep=boot_owner == s)
-            m.engine.cooc._ensure(m.engine.model.item_capacity)   # noqa: SLF001
-            m.engine.model.lightfm.random_state = np.random.RandomState(
-                1_000 * self.stream_seed + s)
-            self.models.append(m)
-        caps = {m.engine.model.item_capacity for m in self.models}
+        engines = [bootstrap_engine(self.settings, stream.events(0, warm_from),
+                                    keep=boot_owner == s) for s in range(self.n)]
+        caps = {e.model.item_capacity for e in engines}
         if len(caps) > 1:
             raise SystemExit(f"shards bootstrapped to different item capacities {caps}")
-        counts_cap = max(m.engine.cooc.capacity for m in self.models)
-        for m in self.models:   # the counts grow by their own steps: equal shapes to merge
-            m.engine.cooc._ensure(counts_cap)   # noqa: SLF001
-        self.base = {k: np.zeros_like(v) for k, v in item_state(self.models[0].engine).items()
+        counts_cap = max(e.cooc.capacity for e in engines)
+        for e in engines:   # the counts grow by their own steps: equal shapes to merge
+            e.cooc._ensure(max(counts_cap, e.model.item_capacity))   # noqa: SLF001
+        self.base = {k: np.zeros_like(v) for k, v in item_state(engines[0]).items()
                      if not k.startswith("item_")}
         self.model_sync_s = math.inf
-        recent = [r for m in self.models for r in m.engine.recent_positives]
-        maxlen = self.models[0].engine.recent_positives.maxlen
+        recent = [r for e in engines for r in e.recent_positives]
+        maxlen = engines[0].recent_positives.maxlen
         self.recent = deque(recent[-maxlen:], maxlen=maxlen)
-        self.start = warm_from
-        self.apply_s, self.list_s = np.zeros(self.n), np.zeros(self.n)
-        self.events = np.zeros(self.n, np.int64)
-        self.sync(counts=True, model=False)   # every shard's bootstrap counts, shared
-        self.syncs = 0
-        self.next_sync = self._time(warm_from) + self.sync_s
-        self.next_model_sync = math.inf
-        for k in range(warm_from, stop):
-            self.update(stream.events(k, k + 1))
+        return engines
 
     def _time(self, k: int) -> float:
         if self.clock == "event":

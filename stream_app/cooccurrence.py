@@ -188,7 +188,8 @@ class CooccurrenceIndex:
         this index's item rows. Not captured: only a shard's own events are shared."""
         top = max((int(a.max()) for a in (items, pair_a, pair_b, trans_a, trans_b) if len(a)),
                   default=-1)
-        self._ensure(self._capacity_for(np.array([top], np.int64)) if top >= 0 else 0)
+        if top >= 0:
+            self._ensure(self._capacity_for(np.array([top], np.int64)))
         if len(items):
             np.add.at(self.counts, items, counts.astype(np.float32))
         if len(pair_a):

@@ -40,6 +40,8 @@ from stream_app.registry import IdRegistry
 from streamrec.errors import InvalidEvent
 
 if TYPE_CHECKING:
+    from confluent_kafka import TopicPartition
+
     from stream_app.engine import Engine
 
 CUT_TOPIC = "__streamrec.delta-cut"
@@ -47,6 +49,19 @@ CUT_TOPIC = "__streamrec.delta-cut"
 its offset in the engine's offsets is the next sequence number."""
 
 FORMAT = 1
+
+
+def kafka_positions(offsets: dict[str, int]) -> list["TopicPartition"]:
+    """The state's ``"topic:partition" -> next offset`` as Kafka positions (for group
+    commits), without the WAL-only :data:`CUT_TOPIC` sequences, which name no topic."""
+    from confluent_kafka import TopicPartition
+
+    out = []
+    for key, off in offsets.items():
+        topic, _, part = key.rpartition(":")
+        if topic != CUT_TOPIC:
+            out.append(TopicPartition(topic, int(part), off))
+    return out
 
 
 class _Triples(BaseModel):

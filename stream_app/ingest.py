@@ -16,7 +16,7 @@ import time
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from stream_app import metrics
-from stream_app.deltas import CUT_TOPIC
+from stream_app.deltas import kafka_positions
 from stream_app.worker import Worker
 from streamrec.kafka import consumer_config, end_offsets, readable
 from streamrec.replay import Record
@@ -161,11 +161,7 @@ class BatchConsumer:
 
     def commit(self, offsets: dict[str, int]) -> None:
         """Publish the checkpointed offsets to the group (monitoring; ours stay the truth)."""
-        tps = []
-        for key, off in offsets.items():
-            topic, _, part = key.rpartition(":")
-            if topic != CUT_TOPIC:   # a WAL-only sequence, no Kafka topic
-                tps.append(TopicPartition(topic, int(part), off))
+        tps = kafka_positions(offsets)
         if tps:
             try:
                 self.consumer.commit(offsets=tps, asynchronous=True)

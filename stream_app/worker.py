@@ -21,11 +21,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException
 
 from stream_app import metrics
 from stream_app.batch import BatchResult, process_records
-from stream_app.deltas import CUT_TOPIC, DeltaBuffer, apply_delta, parse_delta, sign_value
+from stream_app.deltas import (CUT_TOPIC, DeltaBuffer, apply_delta, kafka_positions,
+                                parse_delta, sign_value)
 from stream_app.engine import Engine
 from stream_app.store import WorkerStore
 from streamrec.control import ModelMessage, ReleaseMessage, parse_control, retrain_path
@@ -70,6 +71,8 @@ class Worker:
         self._write_s = 0.0
         self._list_s = 1e-4                      # seconds per list (moving average)
         self.on_checkpoint: Callable[[dict[str, int]], None] | None = None
+        self._key = settings.control_key.get_secret_value() if settings.control_key else None
+        """HMAC key of control messages and item deltas (None: unsigned accepted)."""
         self.sharded = settings.shards > 1       # docs/scaling.md, "Sharded workers"
         self._outbox: dict[int, bytes] = {}      # own deltas produced, not yet acknowledged
         self._last_cut = time.monotonic()
@@ -169,11 +172,7 @@ class Worker:
         """Tell the consumer group where our state is, so Faust does not re-read (and skip)
         everything from the beginning. Best effort: the skip by offset keeps it correct."""
         s, engine = self.settings, self.engine
-        tps = []
-        for key, off in engine.offsets.items():
-            topic, _, part = key.rpartition(":")
-            if topic != CUT_TOPIC:   # a WAL-only sequence, no Kafka topic
-                tps.append(TopicPartition(topic, int(part), off))
+        tps = kafka_positions(engine.offsets)
         if not tps:
             return
         c = Consumer(consumer_config(s, s.worker_group))
@@ -252,9 +251,8 @@ class Worker:
                 self._apply_cut(rec)
             elif rec.topic == s.item_deltas_topic:
                 engine.advance(rec.topic, rec.partition, rec.offset)
-                key = s.control_key.get_secret_value() if s.control_key else None
                 try:
-                    delta = parse_delta(rec.value, key)
+                    delta = parse_delta(rec.value, self._key)
                 except InvalidEvent as exc:
                     metrics.DELTAS.labels("refused").inc()
                     self._publish_invalid_one(rec.key, rec.value, exc.reason)
@@ -302,7 +300,6 @@ class Worker:
 
     def _produce_delta(self, seq: int, body: bytes) -> None:
         s = self.settings
-        key = s.control_key.get_secret_value() if s.control_key else None
 
         def delivered(err, msg) -> None:
             if err is None:
@@ -313,7 +310,7 @@ class Worker:
                 self._produce_delta(seq, body)
 
         self.producer.produce(s.item_deltas_topic, key=str(s.shard).encode(),
-                              value=sign_value(body, key), on_delivery=delivered)
+                              value=sign_value(body, self._key), on_delivery=delivered)
 
     # ----------------------------------------------------------------- lists that follow load
     def _mark(self, rows: Iterable[int], record_ts: float | None = None) -> None:
@@ -387,9 +384,8 @@ class Worker:
         unsigned or forged (with ``control_key`` set), or names a model outside
         ``STATE_DIR/retrain/``, goes to the dead-letter topic and is counted; the worker
         carries on. Nothing outside the state dir is ever created or deleted."""
-        secret = self.settings.control_key
         try:
-            msg = parse_control(value, secret.get_secret_value() if secret else None)
+            msg = parse_control(value, self._key)
             if isinstance(msg, ModelMessage):
                 path = retrain_path(self.settings.state_dir, msg.path)
         except InvalidEvent as exc:
