@@ -86,8 +86,10 @@ class Stream(threading.Thread):
                     delay = t0 + k / RATE - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
-                    p.send(ev)
+                    # the time before the send: taken after it, a descheduled thread
+                    # could stamp a time later than the list the event produced
                     self.last_sent[ev["user_id"]] = time.time()
+                    p.send(ev)
                     self.sent = k + 1
         except BaseException as exc:   # noqa: BLE001 - reported by the test
             self.error = exc
