@@ -98,10 +98,12 @@ class Stream(threading.Thread):
             while self.sent < due:
                 user, item = pair(self.sent)
                 value = orjson.dumps({"user_id": user, "item_id": item, "event_type": "click"})
+                # stamped before the send: stamped after, a descheduled thread could date
+                # the event later than the list it produced (and call that list stale)
+                self.last_sent[user] = time.time()
                 producer.produce(topic, key=user.encode(), value=value,
                                  on_delivery=lambda err, _m, k=self.sent:
                                  self._delivered(k, err))
-                self.last_sent[user] = time.time()
                 self.sent += 1
             producer.poll(0)
             time.sleep(0.001)
@@ -244,6 +246,12 @@ def lists_check(s: Settings, stream: Stream, within_s: float = 60.0) -> list[str
                         top["updated_at"] < sent_at:
                     bad.append((user, sent_at))
             if not bad or time.monotonic() > deadline:
+                for user, sent_at in bad:   # shown with a failing test: which check failed
+                    served = client.get(f"/recommendations/{user}").json()
+                    print(f"stale list of {user}: served updated_at "
+                          f"{served.get('updated_at')}, newest on the topic "
+                          f"{(newest.get(user) or {}).get('updated_at')}, last event sent "
+                          f"at {sent_at}")
                 return [user for user, _ in bad]
             users = bad
             time.sleep(1.0)
