@@ -169,7 +169,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--producer-linger-ms", type=float, default=None,
                     help="the probe producer's linger (default: streamrec's producer_config)")
-    ap.add_argument("--jvm-warmup", type=float, default=20.0)
+    ap.add_argument("--jvm-warmup", type=float, default=60.0)
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
     args = ap.parse_args()
     overrides = dict(kv.split("=", 1) for kv in args.set)
