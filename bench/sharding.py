@@ -2,6 +2,7 @@
 
     python bench/sharding.py [--data PATH] [--shards 1 2 4 8] [--sync 0.1 1 10 inf]
                              [--rate 1000] [--seeds 0 1 2] [--out bench/results]
+                             [--synthetic SEED]   # the power-user stream instead of ML-100K
 
 The model of a user-sharded write side: N engines (``stream_app.engine.Engine``, the
 worker's whole state), user ``u`` owned by shard ``murmur2(u) % N`` (the partition of its
@@ -499,10 +500,17 @@ def main(argv: list[str] | None = None) -> int:
                         "its own users, only counts and the fallback are merged (never "
                         "LightFM). shard_bootstrap=all (the default) is --model-sync inf: "
                         "every shard starts from the full bootstrap, LightFM never merged")
+    p.add_argument("--synthetic", type=int, default=None, metavar="SEED",
+                   help="the power-user stream of bench/live_prequential.py (MovieLens-like "
+                   "users with 2,000-5,000 ratings, 10 k items) instead of ML-100K")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    stream = Stream.from_movielens(load_movielens(find_movielens(args.data, download=False)))
+    if args.synthetic is not None:
+        from bench.live_prequential import synthetic_movielens
+        stream = Stream.from_movielens(synthetic_movielens(args.synthetic))
+    else:
+        stream = Stream.from_movielens(load_movielens(find_movielens(args.data, download=False)))
     cache = BootstrapCache()
     t0 = time.perf_counter()
     rows = run_grid(stream, args.shards, args.sync, args.seeds, args.rate, "sum", "rate",
@@ -530,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.own_bootstrap:
         name += "-ownboot"
         rule = "own bootstraps, counts only"
+    if args.synthetic is not None:
+        name += f"-synthetic{args.synthetic}"
     decision = decide(summary, clock, rule)
     if decision.get("decided"):
         print(f"\ndecision: loss at N = 4, sync 1 s = {decision['loss']:+.4f} hit@10 "
@@ -538,7 +548,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{'build sharded workers' if decision['build'] else 'do not build'} "
               f"(rule: under {DECISION['max_loss']})")
     args.out.mkdir(parents=True, exist_ok=True)
-    doc = {"protocol": {"data": "MovieLens 100K", "split": 0.9, "n": 10, "positive_rating": 4,
+    data = "MovieLens 100K" if args.synthetic is None else \
+        f"power-user stream (bench/live_prequential.py --synthetic {args.synthetic})"
+    doc = {"protocol": {"data": data, "split": 0.9, "n": 10, "positive_rating": 4,
                         "partitioner": "murmur2(user id) % N", "rate": args.rate,
                         "bootstrap_fraction": args.boot or 0.9,
                         "settings": "engine defaults, exploration off, B=1",
