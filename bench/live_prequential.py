@@ -125,8 +125,8 @@ def live_run(ml: MovieLens, rate: float, bootstrap: str, work: Path, **overrides
                     # the user's own events the served list has not seen yet
                     missing.append(sum(1 for t in sent_times.get(user, ())[-20:]
                                        if t > doc["updated_at"]))
+                now = time.time()   # before the send: a list can never predate its event
                 producer.send(rating_event(ml, k))
-                now = time.time()
                 last_sent[str(ml.users[k])] = now
                 sent_times.setdefault(str(ml.users[k]), []).append(now)
                 pacer.tick()
