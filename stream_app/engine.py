@@ -229,12 +229,18 @@ class Engine:
         outcome.positives = int((values > 0).sum())
         outcome.users = np.unique(u)
         if train:
-            self.model.fit_partial(u, i, values, epochs=self.settings.epochs_per_batch,
-                                   num_threads=self.settings.num_threads)
+            self.fit_batch(u, i, values)
         if self.ann is not None:
             self._ann_touched.append(i)
         self.batch_seq += 1
         return outcome
+
+    def fit_batch(self, users: np.ndarray, items: np.ndarray, values: np.ndarray) -> None:
+        """A micro-batch's LightFM step (``epochs_per_batch`` epochs of ``fit_partial``):
+        part of :meth:`apply_interactions`, or run by the worker after the batch's lists
+        went out (``list_before_fit``)."""
+        self.model.fit_partial(users, items, values, epochs=self.settings.epochs_per_batch,
+                               num_threads=self.settings.num_threads)
 
     def _record_history(self, u: np.ndarray, i: np.ndarray, values: np.ndarray) -> None:
         self.seen.add(u, i)

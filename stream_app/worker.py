@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 from confluent_kafka import Consumer, KafkaException
 
 from stream_app import metrics
@@ -75,6 +76,8 @@ class Worker:
         """HMAC key of control messages and item deltas (None: unsigned accepted)."""
         self.sharded = settings.shards > 1       # docs/scaling.md, "Sharded workers"
         self._outbox: dict[int, bytes] = {}      # own deltas produced, not yet acknowledged
+        self._unfit: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        """(users, items, values) of the batch whose LightFM step waits for its lists."""
         self._last_cut = time.monotonic()
         self.lag: dict[str, int] | None = None   # records behind per partition (batch ingest)
 
@@ -198,7 +201,10 @@ class Worker:
         oldest = min(rec.timestamp for rec in records)
         res = self._apply(records, wal=True, oldest=oldest)
         lag = max(0.0, now - oldest) if backlog else 0.0
-        self.publish_due(backlog, lag_s=lag)
+        try:
+            self.publish_due(backlog, lag_s=lag)
+        finally:
+            self._fit_unfit()
         self.maybe_cut()
         self.maybe_checkpoint()
         metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
@@ -221,7 +227,12 @@ class Worker:
             fresh = [r for r in fresh if r.topic != s.topic_control]
         if self.sharded:
             fresh = self._apply_shared(fresh)
-        res = process_records(engine, fresh, self.settings, train=True)
+        # live batches (not a replay, no control message that may checkpoint or swap):
+        # with list_before_fit, the LightFM step waits until the batch's lists are sent
+        later = wal and not control and self.settings.list_before_fit
+        res = process_records(engine, fresh, self.settings, train=not later)
+        if later and res.outcome.applied:
+            self._unfit = (res.users, res.items, res.values)
         res.skipped += len(records) - len(fresh)
         self._dirty = True
         metrics.BATCHES.inc()
@@ -239,6 +250,15 @@ class Worker:
             self.engine.advance(rec.topic, rec.partition, rec.offset)
             self.on_control(rec.key, rec.value)
         return res
+
+    def _fit_unfit(self) -> None:
+        """The LightFM step of the batch whose lists just went out (``list_before_fit``).
+        The state after it equals training first (building lists changes no parameter); a
+        crash before it loses nothing: the WAL replays the whole batch, trained."""
+        if self._unfit is not None:
+            users, items, values = self._unfit
+            self._unfit = None
+            self.engine.fit_batch(users, items, values)
 
     # ----------------------------------------------------------------- sharded workers
     def _apply_shared(self, records: list[Record]) -> list[Record]:

@@ -117,3 +117,26 @@ def test_full_checkpoint_restores_user_stores_and_sparse_cooccurrence_exactly(tm
     np.testing.assert_allclose(e2.cooc.scores(rows, 70), e.cooc.scores(rows, 70), rtol=1e-6)
     assert [[i for i, *_ in lst] for lst in e2.recommend_rows(rows, 5)] == \
         [[i for i, *_ in lst] for lst in e.recommend_rows(rows, 5)]
+
+
+def test_lists_before_the_lightfm_step_leave_the_same_state():
+    """``list_before_fit``: building a batch's lists between its counts and its LightFM
+    step changes no parameter, so the state after the step equals training first."""
+    history = [ev(f"u{k % 5}", f"i{(3 * k) % 13}") for k in range(80)]
+    batch = [ev("u1", "i2"), ev("u7", "i4"), ev("u1", "i5")]
+    now, later = Engine(S), Engine(S)
+    for e in (now, later):
+        e.apply_interactions(history)
+    now.apply_interactions(batch)
+    later.apply_interactions(batch, train=False)
+    u, i, v = later.last_batch_arrays
+    rows = np.unique(u)
+    before = later.lists(rows, 5)     # what the worker publishes first
+    later.fit_batch(u, i, v)
+    for name in ("user_embeddings", "user_biases", "item_embeddings", "item_biases",
+                 "item_embedding_gradients", "user_embedding_gradients"):
+        assert np.array_equal(getattr(now.model.lightfm, name),
+                              getattr(later.model.lightfm, name)), name
+    assert [list(r) for r, *_ in later.lists(rows, 5)] == \
+        [list(r) for r, *_ in now.lists(rows, 5)]
+    assert len(before) == len(rows)
