@@ -150,8 +150,10 @@ class _ProbeStack:
 
 
 def run_once(brokers: Brokers, work: Path, rate: float, seconds: float,
-             linger_ms: float | None, overrides: dict) -> list[dict]:
-    stack = Stack(brokers.fresh(), work, guard_enabled=False, **brokers.settings(overrides))
+             linger_ms: float | None, overrides: dict, load_linger_ms: float = 5
+             ) -> list[dict]:
+    stack = Stack(brokers.fresh(), work, load_linger_ms=load_linger_ms, guard_enabled=False,
+                  **brokers.settings(overrides))
     try:
         append_time(stack.s, [stack.s.topic_interactions, stack.s.topic_recommendations])
         warm_up(stack)
@@ -169,6 +171,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--producer-linger-ms", type=float, default=None,
                     help="the probe producer's linger (default: streamrec's producer_config)")
+    ap.add_argument("--load-linger-ms", type=float, default=5.0,
+                    help="the load producer's linger (one producer sending --rate events/s)")
     ap.add_argument("--jvm-warmup", type=float, default=60.0)
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
     args = ap.parse_args()
@@ -179,7 +183,7 @@ def main() -> None:
     try:
         for k in range(args.runs):
             runs.append(run_once(brokers, work, args.rate, args.seconds,
-                                 args.producer_linger_ms, overrides))
+                                 args.producer_linger_ms, overrides, args.load_linger_ms))
             print(f"run {k + 1}/{args.runs}: {len(runs[-1])} probes", file=sys.stderr)
     finally:
         brokers.stop()

@@ -70,7 +70,8 @@ NOOP = Path(__file__).resolve().with_name("faust_noop.py")
 class Stack:
     """Fresh topics + worker + lookup on a broker; stopped with close()."""
 
-    def __init__(self, bootstrap: str, workdir: Path, **overrides) -> None:
+    def __init__(self, bootstrap: str, workdir: Path, load_linger_ms: float = 5,
+                 **overrides) -> None:
         self.s = fresh_settings(bootstrap, workdir, **overrides)
         self.workdir = workdir
         self.tag = self.s.worker_group[2:]
@@ -84,7 +85,7 @@ class Stack:
         # An app's producer with librdkafka's default linger (5 ms): 1 ms made the broker spend
         # 4x the CPU on produce requests (38 % against 8 % of a core at 3,000 ev/s), and 0
         # gave the worker micro-batches of one event at 1,000 ev/s (docs/benchmarks.md).
-        self.producer = Producer(producer_config(self.s, **{"linger.ms": 5}))
+        self.producer = Producer(producer_config(self.s, **{"linger.ms": load_linger_ms}))
         self.sent = 0  # records produced to interactions (the no-op agent skips by count)
 
     def send(self, user: str, item: str) -> None:
