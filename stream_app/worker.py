@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 from confluent_kafka import Consumer, KafkaException
 
 from stream_app import metrics
@@ -76,8 +75,7 @@ class Worker:
         """HMAC key of control messages and item deltas (None: unsigned accepted)."""
         self.sharded = settings.shards > 1       # docs/scaling.md, "Sharded workers"
         self._outbox: dict[int, bytes] = {}      # own deltas produced, not yet acknowledged
-        self._unfit: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        """(users, items, values) of the batch whose LightFM step waits for its lists."""
+        self._fit_due = False    # the last batch's LightFM step waits for its lists
         self._last_cut = time.monotonic()
         self.lag: dict[str, int] | None = None   # records behind per partition (batch ingest)
 
@@ -204,7 +202,7 @@ class Worker:
         try:
             self.publish_due(backlog, lag_s=lag)
         finally:
-            self._fit_unfit()
+            self._fit_after_lists()
         self.maybe_cut()
         self.maybe_checkpoint()
         metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
@@ -231,8 +229,7 @@ class Worker:
         # with list_before_fit, the LightFM step waits until the batch's lists are sent
         later = wal and not control and self.settings.list_before_fit
         res = process_records(engine, fresh, self.settings, train=not later)
-        if later and res.outcome.applied:
-            self._unfit = (res.users, res.items, res.values)
+        self._fit_due = later and res.outcome.applied > 0
         res.skipped += len(records) - len(fresh)
         self._dirty = True
         metrics.BATCHES.inc()
@@ -251,14 +248,14 @@ class Worker:
             self.on_control(rec.key, rec.value)
         return res
 
-    def _fit_unfit(self) -> None:
-        """The LightFM step of the batch whose lists just went out (``list_before_fit``).
-        The state after it equals training first (building lists changes no parameter); a
-        crash before it loses nothing: the WAL replays the whole batch, trained."""
-        if self._unfit is not None:
-            users, items, values = self._unfit
-            self._unfit = None
-            self.engine.fit_batch(users, items, values)
+    def _fit_after_lists(self) -> None:
+        """The LightFM step of the batch whose lists just went out (``list_before_fit``;
+        the engine still holds that batch's arrays). The state after it equals training
+        first (building lists changes no parameter); a crash before it loses nothing: the
+        WAL replays the whole batch, trained."""
+        if self._fit_due:
+            self._fit_due = False
+            self.engine.fit_batch(*self.engine.last_batch_arrays)
 
     # ----------------------------------------------------------------- sharded workers
     def _apply_shared(self, records: list[Record]) -> list[Record]:
