@@ -78,10 +78,18 @@ class Stack:
         env = child_env(self.s)
         self.worker = spawn(["worker", "--no-progress"], env, workdir / f"worker-{self.tag}.log")
         self.lookup = spawn(["serve"], env, workdir / f"serve-{self.tag}.log")
-        wait(lambda: httpx.get(f"http://127.0.0.1:{self.s.http_port}/healthz").status_code
-             == 200, 60, "lookup")
-        wait(lambda: "streamrec_worker_ready 1.0" in httpx.get(
-            f"http://127.0.0.1:{self.s.worker_metrics_port}/metrics").text, 90, "worker")
+        try:
+            wait(lambda: httpx.get(f"http://127.0.0.1:{self.s.http_port}/healthz").status_code
+                 == 200, 60, "lookup")
+            wait(lambda: "streamrec_worker_ready 1.0" in httpx.get(
+                f"http://127.0.0.1:{self.s.worker_metrics_port}/metrics").text, 90, "worker")
+        except RuntimeError:   # say why, and leave no process behind
+            for name in ("worker", "serve"):
+                log = workdir / f"{name}-{self.tag}.log"
+                tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+                print(f"--- {log.name} (last lines)", *tail, sep="\n", file=sys.stderr)
+            self.close()
+            raise
         # An app's producer with librdkafka's default linger (5 ms): 1 ms made the broker spend
         # 4x the CPU on produce requests (38 % against 8 % of a core at 3,000 ev/s), and 0
         # gave the worker micro-batches of one event at 1,000 ev/s (docs/benchmarks.md).

@@ -234,18 +234,24 @@ def run_worker(settings: Settings, progress: bool = True, loglevel: str = "INFO"
 
 
 def _start(worker: Worker, settings: Settings) -> None:
-    """Restore or bootstrap; a broker that goes away meanwhile is waited for, then the
-    start begins again (a bootstrap replay cannot resume half-way)."""
+    """Restore or bootstrap; a broker that goes away meanwhile, or answers with a transient
+    error (a partition of a just-created topic that has no leader yet: "Not leader for
+    partition", seen on Apache Kafka), is waited for, then the start begins again (a
+    bootstrap replay cannot resume half-way). Any other error is raised."""
+    from tenacity import Retrying, retry_if_exception, stop_never, wait_exponential
+
     from streamrec.broker import wait_for_broker
 
-    while True:
-        try:
-            worker.start()
-            return
-        except BrokerUnavailable as exc:
-            log.warning("worker start interrupted (%s); retrying when the broker answers", exc)
-            wait_for_broker(settings.bootstrap_servers, 0, settings.kafka_common(),
-                            what="worker")
+    def interrupted(state) -> None:
+        log.warning("worker start interrupted (%s); retrying when the broker answers",
+                    state.outcome.exception())
+        wait_for_broker(settings.bootstrap_servers, 0, settings.kafka_common(),
+                        what="worker")
+
+    retrying = Retrying(retry=retry_if_exception(_transient), stop=stop_never, reraise=True,
+                        wait=wait_exponential(multiplier=0.2, max=5),
+                        before_sleep=interrupted)
+    retrying(worker.start)
 
 
 def _run_app(settings: Settings, worker: Worker, loglevel: str) -> str:

@@ -207,15 +207,18 @@ def run_retrain(settings: Settings, since: float | None = None, dry_run: bool = 
 
 
 def _patiently(settings: Settings, what: str, step):
-    """Run ``step``; a broker that goes away meanwhile is waited for and the step begins
-    again (up to ``broker_wait_s``; 0: as long as it takes)."""
-    from tenacity import (Retrying, retry_if_exception_type, stop_after_delay, stop_never,
-                          wait_exponential)
+    """Run ``step``; a broker that goes away meanwhile, or answers with a transient error
+    (a partition without a leader yet), is waited for and the step begins again (up to
+    ``broker_wait_s``; 0: as long as it takes)."""
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, stop_never, wait_exponential
 
     from streamrec.errors import BrokerUnavailable
+    from streamrec.kafka import is_transient
 
     wait = settings.broker_wait_s
-    retrying = Retrying(retry=retry_if_exception_type(BrokerUnavailable), reraise=True,
+    retrying = Retrying(retry=retry_if_exception(
+                            lambda exc: isinstance(exc, BrokerUnavailable) or is_transient(exc)),
+                        reraise=True,
                         wait=wait_exponential(multiplier=1, max=30),
                         stop=stop_after_delay(wait) if wait else stop_never,
                         before_sleep=lambda st: log.warning(

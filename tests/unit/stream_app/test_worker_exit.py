@@ -82,3 +82,40 @@ def test_a_signal_is_a_clean_stop(settings: Settings) -> None:
         timer.cancel()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     assert worker_app.WorkerCrashed is WorkerCrashed
+
+
+class StartingWorker:
+    """``start`` fails with ``errors`` one after the other, then succeeds."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+def test_a_start_meeting_a_leaderless_partition_is_retried(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A just-created topic's partition without a leader yet ("Not leader for partition",
+    met by the bootstrap's watermark query on Apache Kafka) and a broker gone away are
+    waited out; the start begins again instead of the worker exiting."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    import streamrec.broker
+    from streamrec.errors import BrokerUnavailable
+
+    monkeypatch.setattr(streamrec.broker, "wait_for_broker", lambda *a, **k: None)
+    worker = StartingWorker(KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)),
+                            BrokerUnavailable("away"))
+    worker_app._start(worker, settings)
+    assert worker.starts == 3
+
+
+def test_a_start_failing_for_another_reason_raises(settings: Settings) -> None:
+    worker = StartingWorker(ValueError("corrupt"))
+    with pytest.raises(ValueError, match="corrupt"):
+        worker_app._start(worker, settings)
+    assert worker.starts == 1
