@@ -210,7 +210,8 @@ def _patiently(settings: Settings, what: str, step):
     """Run ``step``; a broker that goes away meanwhile, or answers with a transient error
     (a partition without a leader yet), is waited for and the step begins again (up to
     ``broker_wait_s``; 0: as long as it takes)."""
-    from tenacity import Retrying, retry_if_exception, stop_after_delay, stop_never, wait_exponential
+    from tenacity import (Retrying, retry_if_exception, stop_after_delay, stop_never,
+                          wait_exponential)
 
     from streamrec.errors import BrokerUnavailable
     from streamrec.kafka import is_transient
