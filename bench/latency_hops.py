@@ -10,7 +10,7 @@ broker appended it. Every 0.1 s one of the background clicks is by a brand-new u
 probe); for each probe:
 
 * ``t0``: just before the app's ``produce`` call (an ``EventProducer``-like producer with
-  our default linger unless ``--producer-linger-ms``);
+  its default linger, 0 ms, unless ``--producer-linger-ms``);
 * ``A1``: when the broker appended the event (its delivery report);
 * ``W``: when the worker started building the user's list (the list's ``updated_at``);
 * ``A2``: when the broker appended the list (a reader of ``recommendations`` in this
@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import median, percentile, print_table, write_results  # noqa: E402
 from bench.pipeline import Brokers, Probes, Stack, offer, warm_up  # noqa: E402
-from streamrec.kafka import consumer_config, producer_config  # noqa: E402
+from streamrec.kafka import APP_LINGER_MS, consumer_config, producer_config  # noqa: E402
 
 
 def append_time(s, topics: list[str]) -> None:
@@ -169,8 +169,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--producer-linger-ms", type=float, default=None,
-                    help="the probe producer's linger (default: streamrec's producer_config)")
+    ap.add_argument("--producer-linger-ms", type=float, default=APP_LINGER_MS,
+                    help="the probe producer's linger (default: EventProducer's)")
     ap.add_argument("--load-linger-ms", type=float, default=5.0,
                     help="the load producer's linger (one producer sending --rate events/s)")
     ap.add_argument("--jvm-warmup", type=float, default=60.0)

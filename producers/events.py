@@ -14,6 +14,7 @@ from confluent_kafka import KafkaException
 
 from streamrec.errors import BrokerUnavailable, InvalidEvent
 from streamrec.delivery import DeliveringProducer
+from streamrec.kafka import APP_LINGER_MS
 from streamrec.schema import EntityMetadata, Interaction, validate_interaction
 from streamrec.settings import Settings
 
@@ -42,7 +43,10 @@ class EventProducer:
 
     Events are validated locally first (an invalid event raises ``InvalidEvent`` and is
     counted, nothing is sent), keyed by user id (murmur2, like Java and Faust producers, so a
-    user's events stay in order on one partition), and flushed on ``close``/exit.
+    user's events stay in order on one partition), and flushed on ``close``/exit. Each event
+    is sent at once (``linger.ms`` 0, :data:`~streamrec.kafka.APP_LINGER_MS`: the freshest
+    lists for an app instance sending a few events a second); a process that sends hundreds
+    a second or more passes ``**{"linger.ms": LIVE_LINGER_MS}`` (2 ms) to batch them.
 
     ``event_time``: a backfilled event (``timestamp`` more than ``BACKFILL_AFTER_S`` in the
     past) gets its own time as the Kafka record timestamp (Kafka's CreateTime, event-time
@@ -60,7 +64,8 @@ class EventProducer:
         self.event_time = event_time
         self.report = DeliveryReport()
         # remembers every record until acknowledged; replaces a stuck librdkafka producer
-        self._producer = DeliveringProducer(settings, **producer_overrides)
+        self._producer = DeliveringProducer(
+            settings, **{"linger.ms": APP_LINGER_MS, **producer_overrides})
         self._closed = False
         atexit.register(self.close)
 

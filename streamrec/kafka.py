@@ -41,10 +41,19 @@ METADATA_REFRESH_MS = 10_000
 
 
 LIVE_LINGER_MS = 2
-"""Live events wait at most 2 ms for company. 0 sends each at once: 2 ms fresher at 100
-events/s, but at 1,000 events/s every record became its own produce request and its own
-fetch response, so the worker met micro-batches of one event and ran behind (freshness
-p50 43 ms against 10-14 ms; bench/pipeline.py, bench/latency_hops.py, 2026-12-05)."""
+"""Our own producers (paced replays, control messages) wait at most 2 ms for company: one
+producer sending ~1,000 events/s unbatched makes every record its own produce request and
+its own fetch response, and on a shared box the worker and the lookup then fall behind.
+Measured, event -> list served p50 / p99 at 1,000 ev/s from one producer (bench/latency_hops.py,
+2026-12-05, medians of 5 runs): linger 2 ms 6.3 / 13.0 ms, 1 ms 6.1 / 14.6, 0.5 ms
+5.8 / 22.1, 0 ms 6.1 / 46.6."""
+APP_LINGER_MS = 0
+"""An app's :class:`~producers.events.EventProducer` sends each event at once. The usual
+app instance sends a few events a second beside many others, so its events go one per
+request whatever the linger, and a linger only delays them. Measured at 1,000 ev/s in all
+(the rest from a batching producer), the app instance's event -> list served p50 / p99:
+linger 0 ms 4.3 / 12.9 ms, 0.5 ms 5.3 / 14.7, 1 ms 5.0 / 10.2, 2 ms 6.2 / 13.3. A single app
+process sending hundreds of events a second or more passes ``LIVE_LINGER_MS`` (README)."""
 BULK_LINGER_MS = 5
 """Replays at full speed (``streamrec produce`` without ``--rate``) batch instead: fewer,
 larger produce requests for the broker."""

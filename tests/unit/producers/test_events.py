@@ -21,3 +21,20 @@ def test_record_timestamp_is_the_event_time_only_for_backfills_and_only_when_ask
     finally:
         for p in (with_time, default):
             p._closed = True            # nothing was sent: no flush against a dead broker
+
+
+def test_an_app_producer_sends_each_event_at_once_unless_told_to_batch():
+    """Apps get linger 0 (the freshest lists for an app instance sending a few events a
+    second, docs/benchmarks.md); replays and high-rate producers pass their own."""
+    from streamrec.kafka import APP_LINGER_MS, LIVE_LINGER_MS
+
+    s = Settings(bootstrap_servers="127.0.0.1:1")
+    app = EventProducer(s)
+    batching = EventProducer(s, **{"linger.ms": LIVE_LINGER_MS})
+    try:
+        assert APP_LINGER_MS == 0
+        assert app._producer._conf["linger.ms"] == APP_LINGER_MS
+        assert batching._producer._conf["linger.ms"] == LIVE_LINGER_MS == 2
+    finally:
+        for p in (app, batching):
+            p._closed = True
