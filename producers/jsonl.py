@@ -10,7 +10,7 @@ import orjson
 from producers.events import DeliveryReport, EventProducer, Pacer
 from streamrec.errors import InvalidEvent
 from streamrec.schema import validate_interaction
-from streamrec.kafka import BULK_LINGER_MS, LIVE_LINGER_MS
+from streamrec.kafka import replay_linger
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,7 @@ def produce_jsonl(settings: Settings, path: Path, rate: float | None = None,
     (:class:`~producers.events.EventProducer`)."""
     problems: list[str] = []
     pacer = Pacer(rate)
-    linger = {"linger.ms": LIVE_LINGER_MS if rate else BULK_LINGER_MS}
-    with EventProducer(settings, event_time=event_time, **linger) as producer, \
+    with EventProducer(settings, event_time=event_time, **replay_linger(rate)) as producer, \
             open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from producers.events import DeliveryReport, EventProducer, Pacer
 from streamrec.movielens import MovieLens, load_movielens
-from streamrec.kafka import BULK_LINGER_MS, LIVE_LINGER_MS
+from streamrec.kafka import replay_linger
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def replay_movielens(settings: Settings, path: Path | MovieLens, rate: float | N
     start = ml.split_index(skip_fraction)
     stop = len(ml) if limit is None else min(len(ml), start + limit)
     with EventProducer(settings, event_time=event_time,
-                       **{"linger.ms": LIVE_LINGER_MS if rate else BULK_LINGER_MS}) as producer:
+                       **replay_linger(rate)) as producer:
         if metadata:
             for uid, feats in ml.user_features.items():
                 producer.send_user(uid, feats)

@@ -26,8 +26,8 @@ from faust.app.base import BootStrategy
 from stream_app import metrics
 from stream_app.health import serve_health
 from stream_app.worker import Worker
-from streamrec.errors import BrokerUnavailable, StreamrecError
-from streamrec.kafka import is_transient, ssl_context
+from streamrec.errors import StreamrecError
+from streamrec.kafka import broker_away, ssl_context
 from streamrec.replay import Record
 from streamrec.settings import Settings
 
@@ -292,5 +292,4 @@ def _run_app(settings: Settings, worker: Worker, loglevel: str) -> str:
 
 def _transient(exc: BaseException) -> bool:
     """A broker outage seen by Faust's own clients (agent ingest) or by librdkafka."""
-    return isinstance(exc, (KafkaError, ConnectionError, BrokerUnavailable)) or \
-        is_transient(exc)
+    return isinstance(exc, KafkaError) or broker_away(exc)

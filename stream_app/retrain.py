@@ -213,13 +213,10 @@ def _patiently(settings: Settings, what: str, step):
     from tenacity import (Retrying, retry_if_exception, stop_after_delay, stop_never,
                           wait_exponential)
 
-    from streamrec.errors import BrokerUnavailable
-    from streamrec.kafka import is_transient
+    from streamrec.kafka import broker_away
 
     wait = settings.broker_wait_s
-    retrying = Retrying(retry=retry_if_exception(
-                            lambda exc: isinstance(exc, BrokerUnavailable) or is_transient(exc)),
-                        reraise=True,
+    retrying = Retrying(retry=retry_if_exception(broker_away), reraise=True,
                         wait=wait_exponential(multiplier=1, max=30),
                         stop=stop_after_delay(wait) if wait else stop_never,
                         before_sleep=lambda st: log.warning(

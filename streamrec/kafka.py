@@ -9,7 +9,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from streamrec.errors import ConfigError
+from streamrec.errors import BrokerUnavailable, ConfigError
 from streamrec.settings import Settings
 
 _rdkafka_log = logging.getLogger("librdkafka")
@@ -147,6 +147,19 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(err, KafkaError):
         return err.retriable() or err.code() in _TRANSIENT_CODES
     return isinstance(exc, (TimeoutError, ConnectionError))
+
+
+def broker_away(exc: BaseException) -> bool:
+    """The broker is away or not ready yet: our own ``BrokerUnavailable`` or a transient
+    Kafka error (:func:`is_transient`). What every "wait for the broker, then begin the step
+    again" loop retries on."""
+    return isinstance(exc, BrokerUnavailable) or is_transient(exc)
+
+
+def replay_linger(rate: float | None) -> dict[str, float]:
+    """``linger.ms`` of a replay's producer: one producer sending paced events batches a
+    little (``LIVE_LINGER_MS``); at full speed more (``BULK_LINGER_MS``)."""
+    return {"linger.ms": LIVE_LINGER_MS if rate else BULK_LINGER_MS}
 
 
 def end_offsets(settings: Settings, partitions: list[tuple[str, int]],
